@@ -1,0 +1,1 @@
+//! `rlp-launch`, a torchrun-style launcher. Empty until the distributed issue.

@@ -1,0 +1,217 @@
+//! [`CausalLm`]: a Hugging Face checkpoint directory as a model you can run, grow and save.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::attention::AttnMask;
+use crate::cache::KvCache;
+use crate::config::{ArchConfig, ModelConfig};
+use crate::decoder::Decoder;
+use crate::gpt2::Gpt2;
+use crate::tokenizer::{copy_companions, Tokenizer};
+use crate::weights::{self, kind_name, TensorSpec, Weights};
+
+pub const CONFIG_FILE: &str = "config.json";
+/// Model-side files copied as they are when a checkpoint is saved.
+const MODEL_COMPANIONS: &[&str] = &["generation_config.json"];
+/// transformers' default shard size.
+const MAX_SHARD_BYTES: usize = 5 << 30;
+
+enum Net {
+    Decoder(Decoder),
+    Gpt2(Gpt2),
+}
+
+/// A causal language model loaded from a Hugging Face directory, in one compute dtype on one device.
+pub struct CausalLm {
+    pub config: ModelConfig,
+    /// Parameters under their checkpoint names; the network holds views of these tensors.
+    weights: Weights,
+    net: Net,
+    kind: Kind,
+    device: Device,
+    /// The dtype the checkpoint was stored in; [`CausalLm::save`] writes it back in this dtype.
+    stored_kind: Kind,
+    source_dir: PathBuf,
+}
+
+fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Box<dyn Fn(&str) -> bool>)> {
+    Ok(match &config.arch {
+        ArchConfig::Gpt2(c) => {
+            let c2 = c.clone();
+            (c.tensors(), Box::new(move |n: &str| c2.ignored(n)))
+        }
+        _ => {
+            let spec = decoder_spec(config)?;
+            let s2 = spec.clone();
+            (spec.tensors(), Box::new(move |n: &str| s2.ignored(n)))
+        }
+    })
+}
+
+fn decoder_spec(config: &ModelConfig) -> Result<crate::decoder::DecoderSpec> {
+    match &config.arch {
+        ArchConfig::Qwen3(c) => c.spec(),
+        ArchConfig::Qwen2(c) => c.spec(),
+        ArchConfig::Llama(c) => c.spec(),
+        ArchConfig::Gpt2(_) => bail!("internal: GPT-2 has no decoder spec"),
+    }
+}
+
+fn build_net(config: &ModelConfig, weights: &Weights, device: Device) -> Result<Net> {
+    Ok(match &config.arch {
+        ArchConfig::Gpt2(c) => Net::Gpt2(Gpt2::new(c, weights)?),
+        _ => Net::Decoder(Decoder::new(&decoder_spec(config)?, weights, device)?),
+    })
+}
+
+/// The names of the embedding matrix and (when untied) the output head, whose rows are tokens.
+fn vocab_tensors(config: &ModelConfig) -> Vec<&'static str> {
+    let (embed, head) = match config.arch {
+        ArchConfig::Gpt2(_) => ("transformer.wte.weight", "lm_head.weight"),
+        _ => ("model.embed_tokens.weight", "lm_head.weight"),
+    };
+    if config.tie_word_embeddings() {
+        vec![embed]
+    } else {
+        vec![embed, head]
+    }
+}
+
+impl CausalLm {
+    /// Loads `dir` (config.json + safetensors) with parameters in `kind` on `device`.
+    pub fn load(dir: &Path, kind: Kind, device: Device) -> Result<CausalLm> {
+        if !dir.is_dir() {
+            bail!("model directory {} does not exist", dir.display());
+        }
+        let config = ModelConfig::from_file(&dir.join(CONFIG_FILE))?;
+        let (specs, ignore) = tensor_specs(&config)?;
+        let loaded = weights::load(dir, &specs, &*ignore, kind, device)?;
+        let net = build_net(&config, &loaded.weights, device)?;
+        Ok(CausalLm { config, weights: loaded.weights, net, kind, device, stored_kind: loaded.stored_kind, source_dir: dir.to_path_buf() })
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn stored_kind(&self) -> Kind {
+        self.stored_kind
+    }
+
+    /// Parameters by checkpoint name, in name order.
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    pub fn vocab_size(&self) -> i64 {
+        self.config.vocab_size()
+    }
+
+    pub fn max_positions(&self) -> i64 {
+        self.config.max_positions()
+    }
+
+    pub fn num_layers(&self) -> usize {
+        match &self.net {
+            Net::Decoder(d) => d.num_layers(),
+            Net::Gpt2(g) => g.num_layers(),
+        }
+    }
+
+    pub fn new_cache(&self, initial_capacity: i64) -> KvCache {
+        KvCache::new(self.num_layers(), initial_capacity)
+    }
+
+    /// Checks user-supplied token ids before they index the embedding.
+    pub fn check_ids(&self, ids: &[i64]) -> Result<()> {
+        let v = self.vocab_size();
+        if let Some(bad) = ids.iter().find(|&&i| i < 0 || i >= v) {
+            bail!("token id {bad} is outside the model's vocabulary (0..{v})");
+        }
+        Ok(())
+    }
+
+    /// One forward pass. `ids`, `positions`: `[B, T]` int64; `key_valid`: `[B, past + T]`
+    /// (nonzero = real token) or `None` when no row is padded; `cache` holds `past` slots and
+    /// receives this pass's keys and values. Returns final hidden states `[B, T, hidden]`.
+    pub fn forward(&self, ids: &Tensor, positions: &Tensor, key_valid: Option<&Tensor>, cache: Option<&mut KvCache>) -> Tensor {
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let mask = AttnMask::new(key_valid, past, ids.size()[1], self.device);
+        match &self.net {
+            Net::Decoder(d) => d.forward_hidden(ids, positions, &mask, cache),
+            Net::Gpt2(g) => g.forward_hidden(ids, positions, &mask, cache),
+        }
+    }
+
+    /// Hidden states `[.., hidden]` → logits `[.., vocab]` in the compute dtype.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        match &self.net {
+            Net::Decoder(d) => d.logits(hidden),
+            Net::Gpt2(g) => g.logits(hidden),
+        }
+    }
+
+    /// Adds `tokens` (e.g. thought delimiters) to the tokenizer as special tokens and grows the
+    /// embedding (and an untied output head) to cover them, new rows set to the mean row.
+    pub fn add_special_tokens(&mut self, tokenizer: &mut Tokenizer, tokens: &[&str]) -> Result<Vec<i64>> {
+        let ids = tokenizer.add_special_tokens(tokens)?;
+        let needed = tokenizer.id_bound();
+        let rows = self.vocab_size();
+        if needed > rows {
+            let _guard = tch::no_grad_guard();
+            for name in vocab_tensors(&self.config) {
+                let old = self.weights.get(name).with_context(|| format!("internal: `{name}` not loaded"))?;
+                let mean = old.to_kind(Kind::Float).mean_dim(0, true, Kind::Float).to_kind(old.kind());
+                let grown = Tensor::cat(&[old, &mean.expand([needed - rows, old.size()[1]], false)], 0);
+                self.weights.insert(name.to_string(), grown);
+            }
+            self.config.set_vocab_size(needed);
+            self.net = build_net(&self.config, &self.weights, self.device)?;
+        }
+        Ok(ids)
+    }
+
+    /// Writes a Hugging Face directory (config.json, safetensors in `kind` or the stored dtype,
+    /// tokenizer files) atomically: everything goes to a temporary sibling that is renamed into
+    /// place, so a crash leaves either the old directory or the new one, never half of one.
+    pub fn save(&self, dir: &Path, tokenizer: &Tokenizer, kind: Option<Kind>) -> Result<()> {
+        let kind = kind.unwrap_or(self.stored_kind);
+        let name = dir.file_name().with_context(|| format!("cannot save to {}: no directory name", dir.display()))?;
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        let sibling = |tag: &str| parent.join(format!(".{}.{tag}-{}", name.to_string_lossy(), std::process::id()));
+        let tmp = sibling("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove stale {}", tmp.display()))?;
+        }
+        std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let write = || -> Result<()> {
+            let mut config = self.config.clone();
+            config.set_stored_dtype_name(kind_name(kind));
+            let path = tmp.join(CONFIG_FILE);
+            std::fs::write(&path, serde_json::to_string_pretty(&config.raw)? + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+            weights::save(&tmp, &self.weights, kind, MAX_SHARD_BYTES)?;
+            tokenizer.save(&tmp)?;
+            copy_companions(&self.source_dir, &tmp, MODEL_COMPANIONS)
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e.context(format!("saving checkpoint to {}", dir.display())));
+        }
+        let old = sibling("old");
+        if dir.exists() {
+            std::fs::rename(dir, &old).with_context(|| format!("cannot move old {} aside", dir.display()))?;
+        }
+        std::fs::rename(&tmp, dir).with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove {}", old.display()))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+//! `rlp`: the command-line entry point. Each subcommand lives in `cli/`.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+#[derive(Parser)]
+#[command(name = "rlp", version, about = "Reinforcement pretraining for Hugging Face causal LMs")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sample continuations of JSONL prompts, with per-token log-probs.
+    Generate(cli::generate::GenerateArgs),
+    /// Per-token log-probs, mean NLL and perplexity of JSONL texts.
+    Score(cli::score::ScoreArgs),
+}
+
+fn main() -> ExitCode {
+    cli::install_panic_hook();
+    let args = Args::parse();
+    let result = match args.command {
+        Command::Generate(a) => cli::generate::run(a),
+        Command::Score(a) => cli::score::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The training loop (`rlp train`). Empty until the trainer issue.
