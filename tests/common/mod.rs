@@ -1,0 +1,71 @@
+//! Shared by the integration tests: the project's Python (for transformers references) and the
+//! tiny checkpoints it makes, created once per test binary.
+#![allow(dead_code)]
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use tch::Tensor;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python with torch + transformers: `$RLP_PYTHON`, else the project's `.venv`.
+pub fn python() -> PathBuf {
+    std::env::var_os("RLP_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"))
+}
+
+/// Runs `tests/py/<script> args...`, failing the test with Python's stderr if it fails.
+pub fn run_python(script: &str, args: &[&str]) {
+    let py = python();
+    let out = Command::new(&py)
+        .arg(root().join("tests/py").join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup.sh first): {e}", py.display()));
+    assert!(out.status.success(), "{script} {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A fresh directory under cargo's per-target temp dir.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// The tiny checkpoints of every case in `tests/py/tiny_models.py`, made once per test binary.
+pub fn tiny_models() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch("tiny-models");
+        run_python("tiny_models.py", &["make", dir.to_str().expect("utf-8 path")]);
+        dir
+    })
+}
+
+pub const CASES: &[&str] = &[
+    "qwen3-f32-tied",
+    "qwen3-bf16-untied",
+    "qwen2-f32-untied",
+    "qwen2-bf16-tied",
+    "llama-f32-untied",
+    "llama-bf16-tied",
+    "gpt2-f32-tied",
+    "gpt2-bf16-untied",
+];
+
+pub fn read_tensors(path: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())).into_iter().collect()
+}
+
+pub fn ids_of(t: &Tensor) -> Vec<i64> {
+    Vec::<i64>::try_from(t.flatten(0, -1)).expect("int64 ids")
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size(), "shape mismatch");
+    (a.to_kind(tch::Kind::Float) - b.to_kind(tch::Kind::Float)).abs().max().double_value(&[])
+}
