@@ -35,6 +35,16 @@ fn float32_logits_match_transformers() {
 }
 
 #[test]
+fn sharded_checkpoint_loads() {
+    let dir = tiny_models().join("qwen3-f32-tied-sharded");
+    assert!(dir.join("model.safetensors.index.json").is_file(), "fixture is not sharded");
+    let lm = CausalLm::load(&dir, Kind::Float, Device::Cpu).unwrap();
+    let r = read_tensors(&tiny_models().join("qwen3-f32-tied/reference.safetensors"));
+    let d = max_abs_diff(&logits(&lm, &ids_of(&r["ids_a"])), &r["logits_a"]);
+    assert!(d <= LOGIT_TOL, "sharded: {d:e}");
+}
+
+#[test]
 fn greedy_continuation_matches_transformers() {
     for case in CASES {
         let (lm, _, r) = load(case);
@@ -151,7 +161,12 @@ fn saved_checkpoints_reload_in_transformers() {
             assert_eq!(lm.vocab_size(), rows_before, "{case}: spare rows should absorb the new tokens");
         }
         let saved = dir.join("saved");
-        lm.save(&saved, &tok, None).unwrap();
+        if *case == "qwen2-f32-untied" {
+            lm.save_sharded(&saved, &tok, None, 16 << 10).unwrap();
+            assert!(saved.join("model.safetensors.index.json").is_file(), "{case}: expected a sharded save");
+        } else {
+            lm.save(&saved, &tok, None).unwrap();
+        }
         // The new token rows are the mean embedding row.
         let again = CausalLm::load(&saved, Kind::Float, Device::Cpu).unwrap();
         let embed_name = if case.starts_with("gpt2") { "transformer.wte.weight" } else { "model.embed_tokens.weight" };

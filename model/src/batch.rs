@@ -73,9 +73,11 @@ pub fn token_logprobs(lm: &CausalLm, rows: &[Vec<i64>]) -> anyhow::Result<Vec<Ve
     let mut start = 0;
     while start < t {
         let n = chunk.min(t - start);
-        let logp = lm.logits(&hidden.narrow(1, start, n)).log_softmax(-1, Kind::Float);
+        // A contiguous chunk keeps the vocabulary matmul on its fast path; gather − logsumexp
+        // equals log_softmax at the target without writing a [B, n, V] result.
+        let logits = lm.logits(&hidden.narrow(1, start, n).contiguous()).to_kind(Kind::Float);
         let next = batch.ids.narrow(1, start + 1, n).unsqueeze(-1);
-        parts.push(logp.gather(-1, &next, false).squeeze_dim(-1));
+        parts.push(logits.gather(-1, &next, false).squeeze_dim(-1) - logits.logsumexp([-1], false));
         start += n;
     }
     let all = Tensor::cat(&parts, 1).to_device(Device::Cpu);

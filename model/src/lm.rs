@@ -181,6 +181,11 @@ impl CausalLm {
     /// tokenizer files) atomically: everything goes to a temporary sibling that is renamed into
     /// place, so a crash leaves either the old directory or the new one, never half of one.
     pub fn save(&self, dir: &Path, tokenizer: &Tokenizer, kind: Option<Kind>) -> Result<()> {
+        self.save_sharded(dir, tokenizer, kind, MAX_SHARD_BYTES)
+    }
+
+    /// [`CausalLm::save`] with shards of at most `max_shard_bytes` (plus an index when sharded).
+    pub fn save_sharded(&self, dir: &Path, tokenizer: &Tokenizer, kind: Option<Kind>, max_shard_bytes: usize) -> Result<()> {
         let kind = kind.unwrap_or(self.stored_kind);
         let name = dir.file_name().with_context(|| format!("cannot save to {}: no directory name", dir.display()))?;
         let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -196,7 +201,7 @@ impl CausalLm {
             config.set_stored_dtype_name(kind_name(kind));
             let path = tmp.join(CONFIG_FILE);
             std::fs::write(&path, serde_json::to_string_pretty(&config.raw)? + "\n").with_context(|| format!("cannot write {}", path.display()))?;
-            weights::save(&tmp, &self.weights, kind, MAX_SHARD_BYTES)?;
+            weights::save(&tmp, &self.weights, kind, max_shard_bytes)?;
             tokenizer.save(&tmp)?;
             copy_companions(&self.source_dir, &tmp, MODEL_COMPANIONS)
         };

@@ -17,26 +17,27 @@ pub fn python() -> PathBuf {
     std::env::var_os("RLP_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"))
 }
 
-/// Runs `tests/py/<script> args...`, failing the test with Python's stderr if it fails.
+/// Runs `scripts/<script> args...`, failing the test with Python's stderr if it fails.
 pub fn run_python(script: &str, args: &[&str]) {
     let py = python();
     let out = Command::new(&py)
-        .arg(root().join("tests/py").join(script))
+        .arg(root().join("scripts").join(script))
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup.sh first): {e}", py.display()));
     assert!(out.status.success(), "{script} {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// A fresh directory under cargo's per-target temp dir.
+/// A fresh directory under cargo's per-target temp dir, named after the test binary so that
+/// binaries do not collide and a rerun replaces what the last run left.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(env!("CARGO_CRATE_NAME")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
 }
 
-/// The tiny checkpoints of every case in `tests/py/tiny_models.py`, made once per test binary.
+/// The tiny checkpoints of every case in `scripts/tiny_models.py`, made once per test binary.
 pub fn tiny_models() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {

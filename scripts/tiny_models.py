@@ -1,11 +1,16 @@
-"""Tiny random-weight Hugging Face checkpoints and transformers' outputs on them.
+"""Random-weight Hugging Face checkpoints made with transformers, and transformers' outputs on them.
 
 The Rust tests compare against these numbers; transformers is the independent reference.
 
-  make OUT            one checkpoint per case in OUT/<case>/ plus OUT/<case>/reference.safetensors
+  make OUT            one tiny checkpoint per test case in OUT/<case>/, plus
+                      OUT/<case>/reference.safetensors (logits, greedy continuation, token ids)
+  single OUT [--arch qwen3] [--hidden 64] [--layers 2] [--heads 4] [--kv-heads 2]
+             [--intermediate 96] [--vocab 0] [--dtype float32] [--seed 0]
+                      one checkpoint of the given shape (vocab 0 = the tokenizer's size)
   verify-saved OUT    for every OUT/<case>/saved/ (written by Rust), load it in transformers and
                       write OUT/<case>/saved_reference.safetensors (logits and token ids)
 """
+import argparse
 import json
 import os
 import sys
@@ -56,28 +61,35 @@ def make_tokenizer(with_bos):
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<s>")
 
 
-def make_model(arch, vocab, tied):
+def make_model(arch, vocab, tied, hidden=64, layers=2, heads=4, kv_heads=2, intermediate=96, head_dim=None,
+               max_positions=256):
     common = dict(vocab_size=vocab, tie_word_embeddings=tied, eos_token_id=0)
+    shape = dict(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                 num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_positions)
     if arch == "qwen3":
-        cfg = Qwen3Config(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                          num_key_value_heads=2, head_dim=24, max_position_embeddings=256, **common)
-        return Qwen3ForCausalLM(cfg)
+        return Qwen3ForCausalLM(Qwen3Config(head_dim=head_dim or hidden // heads, **shape, **common))
     if arch == "qwen2":
-        cfg = Qwen2Config(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                          num_key_value_heads=2, max_position_embeddings=256, **common)
-        return Qwen2ForCausalLM(cfg)
+        return Qwen2ForCausalLM(Qwen2Config(**shape, **common))
     if arch == "llama":
         # original_max_position_embeddings small, so llama3 scaling changes frequencies that matter here
-        cfg = LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                          num_key_value_heads=1, max_position_embeddings=256,
-                          rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
-                          **common)
-        return LlamaForCausalLM(cfg)
+        rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16}
+        return LlamaForCausalLM(LlamaConfig(rope_scaling=rope, **shape, **common))
     if arch == "gpt2":
-        cfg = GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, bos_token_id=0, **common)
+        cfg = GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_inner=intermediate, n_positions=128,
+                         bos_token_id=0, **common)
         return GPT2LMHeadModel(cfg)
     raise ValueError(arch)
+
+
+# Per-architecture test shapes: Qwen3 with head_dim != hidden/heads, Llama with one KV head (GQA 4:1),
+# GPT-2 with the usual 4x MLP.
+TEST_SHAPES = {
+    "qwen3": dict(head_dim=24),
+    "qwen2": dict(),
+    "llama": dict(kv_heads=1),
+    "gpt2": dict(intermediate=256),
+}
 
 
 def randomize(model, seed):
@@ -109,10 +121,13 @@ def make(out):
         # GPT-2 gets spare embedding rows (as Qwen checkpoints have); the others grow when tokens are added.
         vocab = len(tok) + (8 if arch == "gpt2" else 0)
         torch.manual_seed(case_index)
-        model = make_model(arch, vocab, tied)
+        model = make_model(arch, vocab, tied, **TEST_SHAPES[arch])
         randomize(model, case_index)
         model.to(dtype).save_pretrained(d)
         tok.save_pretrained(d)
+        if case == "qwen3-f32-tied":  # the same weights as a sharded checkpoint with an index
+            model.save_pretrained(d + "-sharded", max_shard_size="40KB")
+            tok.save_pretrained(d + "-sharded")
         # Reference from the saved files, computed in float32.
         ref = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
         g = torch.Generator().manual_seed(100 + case_index)
@@ -144,8 +159,33 @@ def verify_saved(out):
                   os.path.join(out, case, "saved_reference.safetensors"))
 
 
+def single(out, argv):
+    p = argparse.ArgumentParser(prog="tiny_models.py single")
+    p.add_argument("--arch", default="qwen3", choices=["qwen3", "qwen2", "llama", "gpt2"])
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--intermediate", type=int, default=96)
+    p.add_argument("--vocab", type=int, default=0)
+    p.add_argument("--max-positions", type=int, default=2048)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    tok = make_tokenizer(with_bos=a.arch == "llama")
+    torch.manual_seed(a.seed)
+    model = make_model(a.arch, a.vocab or len(tok), tied=True, hidden=a.hidden, layers=a.layers, heads=a.heads,
+                       kv_heads=a.kv_heads, intermediate=a.intermediate, max_positions=a.max_positions)
+    randomize(model, a.seed)
+    model.to(getattr(torch, a.dtype)).save_pretrained(out)
+    tok.save_pretrained(out)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     cmd, out = sys.argv[1], sys.argv[2]
-    {"make": make, "verify-saved": verify_saved}[cmd](out)
-    print(json.dumps({"ok": True, "cases": list(CASES)}))
+    if cmd == "single":
+        single(out, sys.argv[3:])
+    else:
+        {"make": make, "verify-saved": verify_saved}[cmd](out)
+    print(json.dumps({"ok": True, "out": out}))
