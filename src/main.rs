@@ -18,6 +18,11 @@ enum Command {
     Generate(cli::generate::GenerateArgs),
     /// Per-token log-probs, mean NLL and perplexity of JSONL texts.
     Score(cli::score::ScoreArgs),
+    /// Training data: `rlp data prepare` tokenizes text into memory-mapped shards.
+    #[command(subcommand)]
+    Data(cli::data::DataCommand),
+    /// Continue-pretrain a model with a reinforcement-pretraining objective from a TOML config.
+    Train(cli::train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -26,6 +31,8 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Generate(a) => cli::generate::run(a),
         Command::Score(a) => cli::score::run(a),
+        Command::Data(c) => cli::data::run(c),
+        Command::Train(a) => cli::train::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

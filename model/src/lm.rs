@@ -157,6 +157,30 @@ impl CausalLm {
         }
     }
 
+    /// An independent copy (same config, weights copied, no gradient tracking): the EMA teacher
+    /// and the frozen reference start as this.
+    pub fn deep_clone(&self) -> Result<CausalLm> {
+        let _guard = tch::no_grad_guard();
+        let weights: Weights = self.weights.iter().map(|(n, w)| (n.clone(), w.detach().copy())).collect();
+        let net = build_net(&self.config, &weights, self.device)?;
+        Ok(CausalLm {
+            config: self.config.clone(),
+            weights,
+            net,
+            kind: self.kind,
+            device: self.device,
+            stored_kind: self.stored_kind,
+            source_dir: self.source_dir.clone(),
+        })
+    }
+
+    /// Marks every parameter as trainable (or not); the network's views share the flag.
+    pub fn set_requires_grad(&self, on: bool) {
+        for w in self.weights.values() {
+            let _ = w.set_requires_grad(on);
+        }
+    }
+
     /// Adds `tokens` (e.g. thought delimiters) to the tokenizer as special tokens and grows the
     /// embedding (and an untied output head) to cover them, new rows set to the mean row.
     pub fn add_special_tokens(&mut self, tokenizer: &mut Tokenizer, tokens: &[&str]) -> Result<Vec<i64>> {

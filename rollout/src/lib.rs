@@ -1,7 +1,9 @@
 //! Sampling from a [`rlp_model::CausalLm`]: batched, KV-cached, seeded, with the log-prob of every
-//! sampled token. Thought rollouts for reinforcement pretraining build on [`generate`].
+//! sampled token; and thought rollouts for reinforcement pretraining.
 pub mod sample;
 pub mod sampler;
+pub mod thoughts;
 
 pub use sample::{sample, SamplingParams};
-pub use sampler::{generate, Finish, Generation};
+pub use sampler::{generate, prefill, Decoder, Finish, Generation};
+pub use thoughts::{sample_thoughts, Delimiters, Thought};

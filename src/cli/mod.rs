@@ -1,7 +1,9 @@
 //! Subcommands and what they share: model options, JSONL input, progress display.
+pub mod data;
 pub mod generate;
 pub mod input;
 pub mod score;
+pub mod train;
 
 use std::path::PathBuf;
 

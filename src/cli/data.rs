@@ -1,0 +1,72 @@
+//! `rlp data prepare`: text files or JSONL → tokenized, memory-mapped training data.
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use rlp_data::{prepare, PrepareOptions};
+use rlp_model::Tokenizer;
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Tokenize documents (plain text files, or JSONL with a text field) into OUTPUT.
+    Prepare(PrepareArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PrepareArgs {
+    /// Model directory whose tokenizer.json tokenizes the text.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Input files: .jsonl/.json (one object per line) or plain text.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// JSON field with the document text.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// Split plain-text files into documents on this string (e.g. a blank line: $'\n\n').
+    #[arg(long)]
+    pub doc_separator: Option<String>,
+    /// Skip documents with fewer tokens.
+    #[arg(long, default_value_t = 2)]
+    pub min_tokens: usize,
+    /// Fraction of documents held out for evaluation.
+    #[arg(long, default_value_t = 0.0)]
+    pub heldout_fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Replace an existing prepared dataset at OUTPUT.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+pub fn run(cmd: DataCommand) -> Result<()> {
+    let DataCommand::Prepare(a) = cmd;
+    if !(0.0..1.0).contains(&a.heldout_fraction) {
+        bail!("--heldout-fraction must be in [0, 1), got {}", a.heldout_fraction);
+    }
+    let tok = Tokenizer::from_dir(&a.model)?;
+    let opts = PrepareOptions {
+        text_field: a.text_field,
+        doc_separator: a.doc_separator,
+        min_tokens: a.min_tokens,
+        heldout_fraction: a.heldout_fraction,
+        seed: a.seed,
+        overwrite: a.overwrite,
+        ..PrepareOptions::new(a.files, a.output.clone())
+    };
+    let s = prepare(&tok, &opts)?;
+    eprintln!(
+        "prepared {}: {} documents, {} tokens ({} documents / {} tokens held out); skipped {} empty and {} too short (< {} tokens)",
+        a.output.display(),
+        s.documents,
+        s.tokens,
+        s.heldout_documents,
+        s.heldout_tokens,
+        s.skipped_empty,
+        s.skipped_short,
+        opts.min_tokens
+    );
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! Where thoughts are inserted: token positions `t` of training documents, each giving a context
+//! `x_<t` (at most `data.max_context` tokens) and the true next tokens `x_t .. x_{t+n_true}`.
+//!
+//! Documents come from a seeded, rank-disjoint [`DocStream`]; every random choice inside a
+//! document is drawn from an RNG seeded by (seed, epoch, document), and the entropy strategies
+//! depend only on the model's weights, so a run resumed from a checkpoint's cursor replays the
+//! same contexts. A step consumes whole documents; positions left over in its last document are
+//! dropped, which keeps the cursor a plain (epoch, offset).
+use anyhow::{bail, Result};
+use rand::seq::index::sample;
+use rlp_data::{doc_rng, Cursor, Dataset, DocStream};
+use rlp_model::{CausalLm, PaddedBatch, Padding};
+use tch::{Kind, Tensor};
+
+use crate::config::{PositionStrategy, PositionsSection};
+
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub doc: usize,
+    /// Index in the document of the first true next token `x_t`.
+    pub t: usize,
+    /// `x_<t`, cut to the last `max_context` tokens.
+    pub ids: Vec<i64>,
+    /// `x_t .. x_{t+n_true}`.
+    pub targets: Vec<i64>,
+}
+
+pub struct ContextSource {
+    dataset: Dataset,
+    stream: DocStream,
+    cfg: PositionsSection,
+    max_context: usize,
+    n_true: usize,
+    seed: u64,
+}
+
+/// Salt for the per-document RNG of position sampling (other per-document draws use others).
+const POSITION_SALT: u64 = 1;
+
+impl ContextSource {
+    pub fn new(dataset: Dataset, cfg: &PositionsSection, max_context: usize, n_true: usize, seed: u64, rank: usize, world: usize, cursor: Option<Cursor>) -> Result<ContextSource> {
+        let stream = match cursor {
+            Some(c) => DocStream::resume(dataset.num_docs(), seed, rank, world, c)?,
+            None => DocStream::new(dataset.num_docs(), seed, rank, world)?,
+        };
+        Ok(ContextSource { dataset, stream, cfg: cfg.clone(), max_context, n_true, seed })
+    }
+
+    pub fn cursor(&self) -> Cursor {
+        self.stream.cursor()
+    }
+
+    pub fn dataset(&self) -> &Dataset {
+        &self.dataset
+    }
+
+    /// The next `n` contexts. `scorer` is the model whose entropy the entropy strategies use.
+    pub fn next_batch(&mut self, n: usize, scorer: &CausalLm) -> Result<Vec<Context>> {
+        let mut out = Vec::with_capacity(n);
+        let mut barren = 0usize;
+        while out.len() < n {
+            let next = self.stream.next_doc();
+            let (doc, epoch) = (next.index, next.epoch);
+            let before = out.len();
+            let positions = self.positions(doc, epoch, scorer)?;
+            for t in positions.into_iter().take(n - out.len()) {
+                out.push(self.context(doc, t));
+            }
+            // A full pass over the data without one usable position would loop forever.
+            barren = if out.len() == before { barren + 1 } else { 0 };
+            if barren > self.dataset.num_docs() {
+                bail!(
+                    "no document has a usable position: each needs at least positions.min_context ({}) + reward.n_true ({}) tokens{}",
+                    self.cfg.min_context,
+                    self.n_true,
+                    if matches!(self.cfg.strategy, PositionStrategy::ProxyEntropy) { " and a position above positions.threshold" } else { "" }
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn context(&self, doc: usize, t: usize) -> Context {
+        let tokens = self.dataset.doc(doc);
+        let start = t.saturating_sub(self.max_context);
+        Context {
+            doc,
+            t,
+            ids: tokens[start..t].iter().map(|&x| x as i64).collect(),
+            targets: tokens[t..t + self.n_true].iter().map(|&x| x as i64).collect(),
+        }
+    }
+
+    /// Candidate positions `t` of a document: enough context before, `n_true` tokens after.
+    fn valid_range(&self, len: usize) -> std::ops::Range<usize> {
+        let lo = self.cfg.min_context;
+        let hi = (len + 1).saturating_sub(self.n_true); // t + n_true <= len
+        lo..hi.max(lo)
+    }
+
+    fn positions(&self, doc: usize, epoch: u64, scorer: &CausalLm) -> Result<Vec<usize>> {
+        let len = self.dataset.doc(doc).len();
+        let range = self.valid_range(len);
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cfg = &self.cfg;
+        Ok(match cfg.strategy {
+            PositionStrategy::Random => {
+                let mut rng = doc_rng(self.seed, epoch, doc, POSITION_SALT);
+                let k = cfg.per_doc.min(range.len());
+                let mut picked: Vec<usize> = sample(&mut rng, range.len(), k).into_iter().map(|i| range.start + i).collect();
+                picked.sort_unstable();
+                picked
+            }
+            PositionStrategy::Every => range.step_by(cfg.stride).collect(),
+            PositionStrategy::Entropy => {
+                let entropy = self.doc_entropy(doc, scorer, None)?;
+                let mut cands: Vec<usize> = range.filter(|&t| t < entropy.len()).collect();
+                let keep = ((cfg.top_ratio * cands.len() as f64).ceil() as usize).min(cands.len());
+                cands.sort_by(|&a, &b| entropy[b].total_cmp(&entropy[a]).then(a.cmp(&b)));
+                cands.truncate(keep);
+                cands.sort_unstable();
+                cands
+            }
+            PositionStrategy::ProxyEntropy => {
+                let entropy = self.doc_entropy(doc, scorer, Some(cfg.proxy_top_k))?;
+                range.filter(|&t| t < entropy.len() && entropy[t] as f64 >= cfg.threshold).collect()
+            }
+        })
+    }
+
+    /// `entropy[t]`: entropy of the scorer's prediction of token `t` from tokens `..t`, over the
+    /// full vocabulary or renormalised over its `top_k` most likely tokens (RPT's proxy filter).
+    /// Only the first `max_positions` tokens of a long document are scored.
+    fn doc_entropy(&self, doc: usize, scorer: &CausalLm, top_k: Option<i64>) -> Result<Vec<f32>> {
+        let _g = tch::no_grad_guard();
+        let tokens = self.dataset.doc(doc);
+        let n = tokens.len().min(scorer.max_positions() as usize);
+        let ids: Vec<i64> = tokens[..n].iter().map(|&x| x as i64).collect();
+        let batch = PaddedBatch::new(&[ids], 0, Padding::Right, scorer.device());
+        let hidden = scorer.forward(&batch.ids, &batch.positions, None, None);
+        let logits = scorer.logits(&hidden).squeeze_dim(0).to_kind(Kind::Float); // [n, V]
+        let logits = match top_k {
+            Some(k) if k > 0 && k < logits.size()[1] => logits.topk(k, -1, true, false).0,
+            _ => logits,
+        };
+        let logp = logits.log_softmax(-1, Kind::Float);
+        let h = -(logp.exp() * &logp).sum_dim_intlist(-1, false, Kind::Float); // h[i] predicts token i+1
+        let h: Vec<f32> = Vec::try_from(h.to_device(tch::Device::Cpu))?;
+        // Shift so that entropy[t] is about the prediction of token t; token 0 has none.
+        Ok(std::iter::once(f32::NEG_INFINITY).chain(h.into_iter().take(n.saturating_sub(1))).collect())
+    }
+}
+
+/// Contexts for held-out evaluation: `count` positions drawn once, deterministically, from
+/// `dataset` (random strategy, one per document).
+pub fn eval_contexts(dataset: &Dataset, count: usize, min_context: usize, max_context: usize, seed: u64) -> Vec<Context> {
+    let mut out = Vec::new();
+    let n_docs = dataset.num_docs();
+    for doc in 0..n_docs {
+        if out.len() >= count {
+            break;
+        }
+        let tokens = dataset.doc(doc);
+        if tokens.len() < min_context + 1 {
+            continue;
+        }
+        let mut rng = doc_rng(seed, 0, doc, POSITION_SALT + 1);
+        let t = min_context + sample(&mut rng, tokens.len() - min_context, 1).index(0);
+        let start = t.saturating_sub(max_context);
+        out.push(Context {
+            doc,
+            t,
+            ids: tokens[start..t].iter().map(|&x| x as i64).collect(),
+            targets: vec![tokens[t] as i64],
+        });
+    }
+    out
+}
+
+/// `[N]` int64 tensor of the contexts' first targets (for accuracy).
+pub fn first_targets(contexts: &[Context]) -> Tensor {
+    Tensor::from_slice(&contexts.iter().map(|c| c.targets[0]).collect::<Vec<i64>>())
+}

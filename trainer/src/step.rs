@@ -1,0 +1,265 @@
+//! One training step, in the order of RLP's Algorithm 1:
+//! contexts → rollouts → S_pred / S_ema → rewards → advantages → loss → backward → clip → AdamW → EMA.
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use rlp_reward::{advantages, aggregate, entropy_top_mask, info_gain, kl_k3, policy_loss, Baseline, RewardKind};
+use rlp_rollout::{generate, sample_thoughts, SamplingParams, Thought};
+use tch::{Kind, Tensor};
+
+use crate::adamw::{clip_grad_norm, zero_grad};
+use crate::positions::Context;
+use crate::rewards::answer_rewards;
+use crate::schedule::lr_at;
+use crate::score::{next_token_nll, no_think_rows, no_think_scores, score_thoughts, score_tokens, thought_rows};
+use crate::trainer::Trainer;
+
+/// What a step produced, for logs, rollout samples and the debug dump.
+pub struct StepOutput {
+    pub metrics: BTreeMap<String, f64>,
+    pub contexts: Vec<Context>,
+    /// `[B][G]`; empty for the next-token objective.
+    pub thoughts: Vec<Vec<Thought>>,
+    /// `[B, G]` (empty tensors for the next-token objective).
+    pub s_pred: Tensor,
+    pub s_ema: Tensor,
+    pub reward: Tensor,
+    pub advantage: Tensor,
+    pub loss: f64,
+}
+
+/// Seeds for step `step` of rank `rank`: distinct per step and rank, reproducible on resume.
+pub fn step_seed(run_seed: u64, step: usize, rank: usize) -> u64 {
+    let mut z = run_seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (rank as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) >> 1 // libtorch takes the seed as a signed integer
+}
+
+impl Trainer {
+    pub fn train_step(&mut self) -> Result<StepOutput> {
+        let cfg = self.cfg.clone();
+        let (b, g) = (cfg.rollout.contexts_per_step, cfg.rollout.group_size);
+        let mut m = BTreeMap::new();
+        let start = Instant::now();
+
+        // 1. Contexts x_<t and the true next tokens x_t..x_{t+n_true}.
+        let contexts = self.contexts.next_batch(b, &self.policy)?;
+        if !cfg.uses_thoughts() {
+            return self.next_token_step(contexts, start);
+        }
+
+        // 2. Rollouts: G thoughts per context from π_θold, the current θ (the update below is
+        //    the first one on this batch).
+        let sampling = SamplingParams {
+            temperature: cfg.thought.temperature,
+            top_p: cfg.thought.top_p,
+            top_k: cfg.thought.top_k,
+            max_new_tokens: cfg.thought.max_tokens,
+            stop_ids: vec![],
+            seed: step_seed(cfg.train.seed, self.step, self.rank),
+        };
+        let ids: Vec<Vec<i64>> = contexts.iter().map(|c| c.ids.clone()).collect();
+        let mut thoughts = sample_thoughts(&self.policy, &ids, self.delims, g, &sampling)?;
+        if cfg.thought.answer_tokens > 0 {
+            self.sample_answers(&contexts, &mut thoughts, &sampling)?;
+        }
+        let t_rollout = start.elapsed().as_secs_f64();
+
+        // 3. The no-think baseline S_ema = log p_φ(x_t | x_<t) under the EMA teacher (or the
+        //    current model), one forward per context, no gradient.
+        let score_start = Instant::now();
+        let s_ema = match cfg.reward.baseline {
+            Baseline::Ema => no_think_scores(&self.ema_model()?.model, &contexts),
+            Baseline::Current => no_think_scores(&self.policy, &contexts),
+            Baseline::None => Tensor::zeros([b as i64], (Kind::Float, self.policy.device())),
+        };
+        let answer_reward = match cfg.reward.kind {
+            RewardKind::PrefixMatch | RewardKind::FirstToken | RewardKind::DenseProb => {
+                Some(answer_rewards(&self.policy, &self.tokenizer, &cfg, &contexts, &thoughts)?)
+            }
+            _ => None,
+        };
+        let t_score = score_start.elapsed().as_secs_f64();
+
+        // 4.–6. Per micro-batch of whole groups: one forward gives S_pred (detached) and the
+        //    actions' log-probs; rewards → advantages → loss → backward (gradients accumulate).
+        let update_start = Instant::now();
+        let mb = cfg.rollout.micro_batch;
+        let lp_temperature = cfg.loss.logprob_temperature.unwrap_or(cfg.thought.temperature);
+        let s_pred = Tensor::zeros([b as i64, g as i64], (Kind::Float, self.policy.device()));
+        let reward = Tensor::zeros_like(&s_pred);
+        let advantage = Tensor::zeros_like(&s_pred);
+        let mut sums: BTreeMap<&str, f64> = BTreeMap::new();
+        let mut total_loss = 0.0;
+        let mut grad_norm = 0.0;
+        let lr = lr_at(&cfg.optim, self.step, cfg.train.max_steps);
+        for pass in 0..cfg.loss.updates_per_batch {
+            zero_grad(self.policy.weights());
+            for first in (0..b).step_by(mb) {
+                let ctx = &contexts[first..first + mb];
+                let rows = thought_rows(ctx, &thoughts[first..first + mb]);
+                let sc = score_thoughts(&self.policy, &rows, lp_temperature);
+                let range = first as i64..(first + mb) as i64;
+                if pass == 0 {
+                    let sp = sc.s_pred.view([mb as i64, g as i64]);
+                    s_pred.narrow(0, first as i64, mb as i64).copy_(&sp);
+                    // r = S_pred − S_ema (RLP Eq. 5; Quiet-STaR's reward with the current model
+                    // as baseline), or the answer's prefix-match reward (RPT).
+                    let mut r = match &answer_reward {
+                        Some(ar) => ar.narrow(0, first as i64, mb as i64).shallow_clone(),
+                        None => info_gain(&sp, &s_ema.narrow(0, first as i64, mb as i64)),
+                    };
+                    if cfg.reward.negative_clamp {
+                        r = r.clamp_min(0.0);
+                    }
+                    reward.narrow(0, first as i64, mb as i64).copy_(&r);
+                    advantage.narrow(0, first as i64, mb as i64).copy_(&advantages(&r, &cfg.advantage));
+                }
+                let adv = advantage.narrow(0, range.start, mb as i64).reshape([-1]);
+                let mask = if cfg.loss.entropy_top_ratio < 1.0 {
+                    entropy_top_mask(&sc.entropy, &sc.mask, cfg.loss.entropy_top_ratio)
+                } else {
+                    sc.mask.shallow_clone()
+                };
+                let old = rows.old_logp.to_device(sc.logp.device());
+                let pl = policy_loss(&sc.logp, &old, &adv, &mask, &cfg.loss, cfg.thought.max_tokens as i64);
+                *sums.entry("loss/policy").or_default() += pl.loss.double_value(&[]);
+                let mut loss = pl.loss;
+                *sums.entry("loss/clip_frac").or_default() += pl.clip_fraction;
+                if cfg.loss.kl_coef > 0.0 {
+                    let reference = self.reference_model()?;
+                    let ref_logp = {
+                        let _g = tch::no_grad_guard();
+                        score_tokens(reference, &rows.rows, &rows.action_at, lp_temperature).logp
+                    };
+                    let kl = aggregate(&kl_k3(&sc.logp, &ref_logp), &mask, cfg.loss.aggregation, cfg.thought.max_tokens as i64);
+                    *sums.entry("loss/kl").or_default() += kl.double_value(&[]);
+                    loss = loss + kl * cfg.loss.kl_coef;
+                }
+                if cfg.loss.nll_coef > 0.0 {
+                    let (nll, _) = next_token_nll(&self.policy, &no_think_rows(ctx).0);
+                    *sums.entry("loss/ntp").or_default() += nll.double_value(&[]);
+                    loss = loss + nll * cfg.loss.nll_coef;
+                }
+                // Each micro-batch's loss is a mean over its contexts; average across them.
+                let loss = loss * (mb as f64 / b as f64);
+                let value = loss.double_value(&[]);
+                if !value.is_finite() {
+                    bail!("loss is {value} at step {} (micro-batch at context {first}); stopping before the update", self.step);
+                }
+                if pass == 0 {
+                    total_loss += value;
+                }
+                loss.backward();
+            }
+            grad_norm = self.optimizer_step(lr)?;
+        }
+        let t_update = update_start.elapsed().as_secs_f64();
+
+        // Metrics.
+        let passes = (b / mb * cfg.loss.updates_per_batch) as f64;
+        for (k, v) in sums {
+            m.insert(k.to_string(), v / passes);
+        }
+        let lengths: Vec<f64> = thoughts.iter().flatten().map(|t| t.inner().len() as f64).collect();
+        let closed = thoughts.iter().flatten().filter(|t| t.closed).count() as f64 / lengths.len() as f64;
+        let stat = |t: &Tensor| (t.mean(Kind::Float).double_value(&[]), t.std(true).double_value(&[]));
+        let (r_mean, r_std) = stat(&reward);
+        m.insert("reward/mean".into(), r_mean);
+        m.insert("reward/std".into(), r_std);
+        m.insert("s_pred/mean".into(), s_pred.mean(Kind::Float).double_value(&[]));
+        m.insert("s_ema/mean".into(), s_ema.mean(Kind::Float).double_value(&[]));
+        m.insert("info_gain/mean".into(), info_gain(&s_pred, &s_ema).mean(Kind::Float).double_value(&[]));
+        m.insert("advantage/std".into(), advantage.std(true).double_value(&[]));
+        m.insert("thought/length".into(), lengths.iter().sum::<f64>() / lengths.len() as f64);
+        m.insert("thought/closed_frac".into(), closed);
+        m.insert("loss/total".into(), total_loss);
+        m.insert("optim/grad_norm".into(), grad_norm);
+        m.insert("optim/lr".into(), lr);
+        let tokens: usize = contexts.iter().map(|c| c.ids.len() + c.targets.len()).sum::<usize>() * g + lengths.iter().sum::<f64>() as usize;
+        let elapsed = start.elapsed().as_secs_f64();
+        m.insert("perf/tokens_per_s".into(), tokens as f64 / elapsed);
+        m.insert("time/rollout".into(), t_rollout);
+        m.insert("time/score".into(), t_score);
+        m.insert("time/update".into(), t_update);
+        self.step += 1;
+        Ok(StepOutput { metrics: m, contexts, thoughts, s_pred, s_ema, reward, advantage, loss: total_loss })
+    }
+
+    /// Gradient clip → AdamW → EMA; returns the gradient norm before clipping.
+    fn optimizer_step(&mut self, lr: f64) -> Result<f64> {
+        let grad_norm = clip_grad_norm(self.policy.weights(), self.cfg.optim.grad_clip);
+        if !grad_norm.is_finite() {
+            bail!("gradient norm is {grad_norm} at step {}; stopping before the update", self.step);
+        }
+        self.optim.step(self.policy.weights(), lr)?;
+        zero_grad(self.policy.weights());
+        if let Some(ema) = self.ema.as_mut() {
+            ema.update(&self.policy)?;
+        }
+        Ok(grad_norm)
+    }
+
+    /// The compute-matched baseline: the ordinary next-token loss on the same context windows.
+    fn next_token_step(&mut self, contexts: Vec<Context>, start: Instant) -> Result<StepOutput> {
+        let lr = lr_at(&self.cfg.optim, self.step, self.cfg.train.max_steps);
+        zero_grad(self.policy.weights());
+        let (rows, _) = no_think_rows(&contexts);
+        let mb = self.cfg.rollout.micro_batch;
+        let mut total = 0.0;
+        let mut tokens = 0;
+        for chunk in rows.chunks(mb) {
+            let (nll, count) = next_token_nll(&self.policy, chunk);
+            let loss = nll * (chunk.len() as f64 / rows.len() as f64);
+            let value = loss.double_value(&[]);
+            if !value.is_finite() {
+                bail!("next-token loss is {value} at step {}; stopping before the update", self.step);
+            }
+            total += value;
+            tokens += count;
+            loss.backward();
+        }
+        let grad_norm = self.optimizer_step(lr)?;
+        let mut m = BTreeMap::new();
+        m.insert("loss/ntp".into(), total);
+        m.insert("loss/total".into(), total);
+        m.insert("optim/grad_norm".into(), grad_norm);
+        m.insert("optim/lr".into(), lr);
+        m.insert("perf/tokens_per_s".into(), tokens as f64 / start.elapsed().as_secs_f64());
+        m.insert("time/update".into(), start.elapsed().as_secs_f64());
+        self.step += 1;
+        let empty = Tensor::zeros([0], (Kind::Float, tch::Device::Cpu));
+        Ok(StepOutput {
+            metrics: m,
+            contexts,
+            thoughts: Vec::new(),
+            s_pred: empty.shallow_clone(),
+            s_ema: empty.shallow_clone(),
+            reward: empty.shallow_clone(),
+            advantage: empty,
+            loss: total,
+        })
+    }
+
+    /// RPT's response continues after the thought with an answer; its tokens are actions too.
+    fn sample_answers(&self, contexts: &[Context], thoughts: &mut [Vec<Thought>], sampling: &SamplingParams) -> Result<()> {
+        let prompts: Vec<Vec<i64>> = contexts
+            .iter()
+            .zip(thoughts.iter())
+            .flat_map(|(c, group)| group.iter().map(move |t| c.ids.iter().chain(&t.ids).copied().collect()))
+            .collect();
+        let params = SamplingParams {
+            max_new_tokens: self.cfg.thought.answer_tokens,
+            stop_ids: self.policy.config.eos_token_ids(),
+            seed: sampling.seed.wrapping_add(1),
+            ..sampling.clone()
+        };
+        let answers = generate(&self.policy, &prompts, &params)?;
+        for (t, a) in thoughts.iter_mut().flatten().zip(answers) {
+            t.push_answer(&a.tokens, &a.logprobs);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! The [`Trainer`]: everything one training process holds, built fresh or from a checkpoint.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use rlp_data::{Dataset, Split};
+use rlp_model::{parse_device, parse_kind, CausalLm, Tokenizer};
+use rlp_reward::Baseline;
+use rlp_rollout::Delimiters;
+
+use crate::adamw::AdamW;
+use crate::checkpoint::{self, TrainerState};
+use crate::config::TrainConfig;
+use crate::ema::Ema;
+use crate::positions::{eval_contexts, Context, ContextSource};
+
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub run_dir: PathBuf,
+    /// π_θ: the policy that thinks, and the scorer p_θ of what comes after a thought.
+    pub policy: CausalLm,
+    pub tokenizer: Tokenizer,
+    pub delims: Delimiters,
+    /// φ: the EMA no-think teacher (RLP), when the reward uses it.
+    pub ema: Option<Ema>,
+    /// Frozen initial policy for the KL term, when `loss.kl_coef > 0`.
+    pub reference: Option<CausalLm>,
+    pub optim: AdamW,
+    pub contexts: ContextSource,
+    /// Completed training steps.
+    pub step: usize,
+    pub rank: usize,
+    pub world: usize,
+    pub eval_contexts: Vec<Context>,
+}
+
+impl Trainer {
+    /// Builds a trainer in `run_dir`; with `resume`, continues from the latest checkpoint there.
+    pub fn new(cfg: TrainConfig, run_dir: &Path, resume: bool) -> Result<Trainer> {
+        let model_dir = cfg.model.path.clone().context("no model: set model.path in the config or pass --model")?;
+        let data_dir = cfg.data.path.clone().context("no data: set data.path in the config or pass --data (see `rlp data prepare`)")?;
+        std::fs::create_dir_all(run_dir).with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+        let (rank, world) = (0, 1);
+        let kind = parse_kind(&cfg.model.dtype).context("model.dtype")?;
+        let device = parse_device(&cfg.model.device).context("model.device")?;
+
+        let latest = if resume { checkpoint::latest(run_dir)? } else { None };
+        if resume && latest.is_none() {
+            eprintln!("note: --resume found no checkpoint in {}; starting from step 0", run_dir.display());
+        }
+        let start_dir = latest.as_ref().map(|c| c.join(checkpoint::MODEL_DIR)).unwrap_or_else(|| model_dir.clone());
+        let mut policy = CausalLm::load(&start_dir, kind, device).with_context(|| format!("cannot load model {}", start_dir.display()))?;
+        let mut tokenizer = Tokenizer::from_dir(&start_dir)?;
+        let delim_ids = policy.add_special_tokens(&mut tokenizer, &[&cfg.thought.open, &cfg.thought.close])?;
+        let delims = Delimiters { open: delim_ids[0], close: delim_ids[1] };
+
+        let ema = if cfg.uses_thoughts() && cfg.reward.baseline == Baseline::Ema { Some(Ema::new(&policy, cfg.ema.decay)?) } else { None };
+        let reference = if cfg.uses_thoughts() && cfg.loss.kl_coef > 0.0 {
+            // The reference is the model the run started from, also after a resume.
+            let mut r = CausalLm::load(&model_dir, kind, device).with_context(|| format!("cannot load reference model {}", model_dir.display()))?;
+            let mut t = Tokenizer::from_dir(&model_dir)?;
+            r.add_special_tokens(&mut t, &[&cfg.thought.open, &cfg.thought.close])?;
+            Some(r)
+        } else {
+            None
+        };
+        policy.set_requires_grad(true);
+        let mut optim = AdamW::new(policy.weights(), &cfg.optim);
+
+        let dataset = Dataset::open(&data_dir, Split::Train).with_context(|| format!("cannot open training data {}", data_dir.display()))?;
+        let mut ema = ema;
+        let mut state = TrainerState::default();
+        if let Some(ckpt) = &latest {
+            state = checkpoint::load_state(ckpt, &mut optim, ema.as_mut())?;
+            eprintln!("resuming from {} (step {})", ckpt.display(), state.step);
+        }
+        let contexts = ContextSource::new(dataset, &cfg.positions, cfg.data.max_context, cfg.reward.n_true, cfg.data.seed, rank, world, state.cursor)?;
+
+        let heldout = Dataset::open(&data_dir, Split::Heldout).ok().filter(|d| d.num_docs() > 0);
+        let eval_set = heldout.as_ref().unwrap_or(contexts.dataset());
+        let eval_contexts = if cfg.eval.every > 0 {
+            eval_contexts(eval_set, cfg.eval.positions, cfg.positions.min_context, cfg.data.max_context, cfg.data.seed)
+        } else {
+            Vec::new()
+        };
+        Ok(Trainer {
+            cfg,
+            run_dir: run_dir.to_path_buf(),
+            policy,
+            tokenizer,
+            delims,
+            ema,
+            reference,
+            optim,
+            contexts,
+            step: state.step,
+            rank,
+            world,
+            eval_contexts,
+        })
+    }
+
+    pub fn ema_model(&self) -> Result<&Ema> {
+        self.ema.as_ref().context("internal: reward.baseline = \"ema\" but no EMA model")
+    }
+
+    pub fn reference_model(&self) -> Result<&CausalLm> {
+        self.reference.as_ref().context("internal: loss.kl_coef > 0 but no reference model")
+    }
+}
