@@ -36,6 +36,8 @@ pub(crate) fn check_output(output: &Path, overwrite: bool) -> Result<()> {
 /// A hidden directory next to the output; removed on drop unless committed.
 pub(crate) struct Staging {
     dir: PathBuf,
+    /// Where a replaced dataset is moved before it is deleted.
+    old: PathBuf,
     output: PathBuf,
     committed: bool,
 }
@@ -50,13 +52,17 @@ impl Staging {
             _ => PathBuf::from("."),
         };
         fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        let dir = parent.join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id()));
-        if dir.exists() {
-            // Left by an earlier crashed run that had our pid; it was never a valid dataset.
-            fs::remove_dir_all(&dir).with_context(|| format!("cannot remove stale {}", dir.display()))?;
+        let hidden = |what: &str| parent.join(format!(".{}.{what}-{}", name.to_string_lossy(), std::process::id()));
+        let (dir, old) = (hidden("partial"), hidden("old"));
+        for stale in [&dir, &old] {
+            // Left by an earlier crashed run that had our pid: never a valid dataset, or one
+            // already replaced.
+            if stale.exists() {
+                fs::remove_dir_all(stale).with_context(|| format!("cannot remove stale {}", stale.display()))?;
+            }
         }
         fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Staging { dir, output: output.to_path_buf(), committed: false })
+        Ok(Staging { dir, old, output: output.to_path_buf(), committed: false })
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -69,7 +75,7 @@ impl Staging {
         check_output(&self.output, overwrite)?;
         if self.output.exists() {
             // rename(2) cannot replace a non-empty directory, so move the old one aside first.
-            let old = self.dir.with_extension("old");
+            let old = self.old.clone();
             fs::rename(&self.output, &old).with_context(|| format!("cannot move {} aside", self.output.display()))?;
             if let Err(e) = fs::rename(&self.dir, &self.output) {
                 let _ = fs::rename(&old, &self.output);

@@ -36,12 +36,15 @@ impl SamplingParams {
 /// The log-prob is that of the sampling distribution the policy defines, `log_softmax(logits / T)`,
 /// before top-k / top-p truncation (which are search heuristics, not part of the policy); for
 /// greedy decoding it is the model's own `log_softmax(logits)`.
-pub fn sample(logits: &Tensor, p: &SamplingParams) -> (Tensor, Tensor) {
+/// Fails (instead of sampling garbage) when a distribution is not finite, e.g. NaN weights.
+pub fn sample(logits: &Tensor, p: &SamplingParams) -> anyhow::Result<(Tensor, Tensor)> {
     let logits = logits.to_kind(Kind::Float);
+    let finite = logits.isfinite().all().int64_value(&[]) != 0;
+    anyhow::ensure!(finite, "the model's next-token logits are not finite (NaN or inf weights?)");
     if p.temperature == 0.0 {
         let tokens = logits.argmax(-1, false);
         let logprobs = logits.log_softmax(-1, Kind::Float).gather(-1, &tokens.unsqueeze(-1), false).squeeze_dim(-1);
-        return (tokens, logprobs);
+        return Ok((tokens, logprobs));
     }
     let scaled = logits / p.temperature;
     let logp = scaled.log_softmax(-1, Kind::Float);
@@ -61,7 +64,7 @@ pub fn sample(logits: &Tensor, p: &SamplingParams) -> (Tensor, Tensor) {
         let drop = drop_sorted.zeros_like().scatter(-1, &order, &drop_sorted);
         filtered = filtered.masked_fill(&drop, f64::NEG_INFINITY);
     }
-    let tokens = filtered.softmax(-1, Kind::Float).multinomial(1, true).squeeze_dim(-1);
+    let tokens = filtered.softmax(-1, Kind::Float).f_multinomial(1, true)?.squeeze_dim(-1);
     let logprobs = logp.gather(-1, &tokens.unsqueeze(-1), false).squeeze_dim(-1);
-    (tokens, logprobs)
+    Ok((tokens, logprobs))
 }

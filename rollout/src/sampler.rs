@@ -4,7 +4,7 @@
 //! own position ids. [`prefill`] runs the prompts once and returns a [`Decoder`] holding the cache
 //! and the next-token logits; [`Decoder::repeat_rows`] shares one prefilled prompt across several
 //! continuations; [`Decoder::run`] samples until every row stops.
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rlp_model::{CausalLm, KvCache, PaddedBatch, Padding};
 use tch::{Device, Kind, Tensor};
 
@@ -107,7 +107,7 @@ impl Decoder<'_> {
         let rows = out.len() as i64;
         let max_new = limits.iter().copied().max().unwrap_or(0);
         for step in 0..max_new {
-            let (tokens, logprobs) = sample(&self.logits, p);
+            let (tokens, logprobs) = sample(&self.logits, p).with_context(|| format!("sampling token {step}"))?;
             let tok_host: Vec<i64> = Vec::try_from(tokens.to_device(Device::Cpu))?;
             let lp_host: Vec<f32> = Vec::try_from(logprobs.to_device(Device::Cpu))?;
             for (r, g) in out.iter_mut().enumerate() {

@@ -1,0 +1,298 @@
+//! `rlp data prepare` and `rlp train` end to end on CPU: a tiny Qwen3 is pretrained briefly with
+//! the next-token objective (the fixture), then trained with each objective.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use common::*;
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+fn rlp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rlp")).args(args).output().expect("run rlp")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = rlp(args);
+    assert!(out.status.success(), "rlp {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let out = rlp(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "rlp {args:?} should fail");
+    assert!(err.contains(needle), "rlp {args:?}: expected `{needle}` in:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn config() -> String {
+    root().join("configs/cpu-small.toml").to_str().unwrap().to_string()
+}
+
+/// A small arithmetic corpus: enough structure for a 2-layer model to learn in seconds.
+fn write_corpus(path: &Path) {
+    let mut lines = String::new();
+    let mut x: u64 = 7;
+    for _ in 0..240 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let (a, b) = (10 + (x >> 33) % 90, 10 + (x >> 45) % 90);
+        lines += &serde_json::json!({"text": format!("{a} + {b} = {}. The fox jumps over {a} dogs.", a + b)}).to_string();
+        lines.push('\n');
+    }
+    std::fs::write(path, lines).unwrap();
+}
+
+struct Fixture {
+    dir: PathBuf,
+    /// Prepared data (10% held out).
+    data: PathBuf,
+    /// The tiny model after 150 next-token steps (thought delimiters already in its vocabulary).
+    model: PathBuf,
+}
+
+/// Random tiny Qwen3 → data → 150 steps of the `ntp` preset. Built once per test binary.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = scratch("train");
+        let raw = dir.join("random-model");
+        run_python("tiny_models.py", &["single", s(&raw), "--arch", "qwen3", "--hidden", "64", "--layers", "2"]);
+        write_corpus(&dir.join("corpus.jsonl"));
+        let data = dir.join("data");
+        ok(&["data", "prepare", "--model", s(&raw), "--output", s(&data), "--heldout-fraction", "0.1", s(&dir.join("corpus.jsonl"))]);
+        let run = dir.join("pretrain");
+        ok(&[
+            "train", "--config", &config(), "--set", "preset=ntp", "--model", s(&raw), "--data", s(&data), "--run-dir", s(&run),
+            "--max-steps", "150", "--set", "optim.lr=3e-3", "--set", "rollout.contexts_per_step=16", "--set", "rollout.micro_batch=16",
+            "--set", "eval.every=0", "--set", "checkpoint.every=0",
+        ]);
+        Fixture { model: run.join("checkpoints/step-00000150/model"), dir, data }
+    })
+}
+
+fn metrics(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn train_args<'a>(f: &'a Fixture, run: &'a Path, steps: &'a str) -> Vec<&'a str> {
+    vec!["train", "--config", Box::leak(config().into_boxed_str()), "--model", s(&f.model), "--data", s(&f.data), "--run-dir", s(run), "--max-steps", steps]
+}
+
+#[test]
+fn pretraining_lowers_the_next_token_loss() {
+    let f = fixture();
+    let m = metrics(&f.dir.join("pretrain"));
+    let loss = |i: usize| m[i]["loss/ntp"].as_f64().unwrap();
+    assert!(loss(m.len() - 1) < 0.5 * loss(0), "ntp loss {} -> {}", loss(0), loss(m.len() - 1));
+}
+
+#[test]
+fn rlp_raises_the_mean_reward() {
+    let f = fixture();
+    let run = f.dir.join("rlp-reward");
+    let mut args = train_args(f, &run, "60");
+    args.extend(["--set", "optim.lr=1e-3", "--set", "rollout.contexts_per_step=16", "--set", "rollout.micro_batch=16", "--set", "eval.every=30"]);
+    ok(&args);
+    let m: Vec<Value> = metrics(&run).into_iter().filter(|l| l.get("reward/mean").is_some()).collect();
+    assert_eq!(m.len(), 60);
+    let mean = |r: &[Value]| r.iter().map(|l| l["reward/mean"].as_f64().unwrap()).sum::<f64>() / r.len() as f64;
+    let (first, last) = (mean(&m[..10]), mean(&m[50..]));
+    assert!(last > first + 1.0, "mean reward did not rise: first 10 steps {first:.3}, last 10 {last:.3}");
+    // Held-out evaluation logged side by side, and the rollouts sample is readable text.
+    let evals: Vec<Value> = metrics(&run).into_iter().filter(|l| l.get("eval/nll_think").is_some()).collect();
+    assert_eq!(evals.iter().map(|e| e["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 30, 60]);
+    let rollouts = std::fs::read_to_string(run.join("rollouts.jsonl")).unwrap();
+    let first: Value = serde_json::from_str(rollouts.lines().next().unwrap()).unwrap();
+    for key in ["context_tail", "thought", "true_next", "reward"] {
+        assert!(first.get(key).is_some(), "rollouts.jsonl lacks `{key}`");
+    }
+    assert!(run.join("config.toml").is_file() && run.join("events").read_dir().unwrap().next().is_some());
+}
+
+/// Step 1's dump against transformers recomputing S_pred and S_ema from the dumped ids with full
+/// forwards, and the reward/advantage arithmetic by hand.
+#[test]
+fn dumped_step_matches_an_independent_recomputation() {
+    let f = fixture();
+    let run = f.dir.join("rlp-dump");
+    let mut args = train_args(f, &run, "1");
+    args.extend(["--dump-step", "1", "--set", "reward.n_true=2", "--set", "eval.every=0"]);
+    ok(&args);
+    let dump_path = run.join("dumps/step-1.safetensors");
+    let d = read_tensors(&dump_path);
+    let (b, g) = (8, 4);
+    assert_eq!(d["context_ids"].size()[0], b);
+    assert_eq!(d["context_len"].size(), vec![b]);
+    assert_eq!(&d["thought_ids"].size()[..2], &[b, g]);
+    assert_eq!(d["thought_len"].size(), vec![b, g]);
+    assert_eq!(d["target_ids"].size(), vec![b, 2]);
+    assert_eq!(d["s_pred"].size(), vec![b, g]);
+    assert_eq!(d["s_ema"].size(), vec![b]);
+    assert_eq!(d["loss"].size(), Vec::<i64>::new());
+    // Thoughts start with <think> and end with </think>, as fed to the model.
+    let think = ids_of(&d["thought_ids"].get(0).get(0).narrow(0, 0, 1))[0];
+    for bi in 0..b {
+        for gi in 0..g {
+            let len = d["thought_len"].int64_value(&[bi, gi]);
+            assert_eq!(d["thought_ids"].int64_value(&[bi, gi, 0]), think);
+            assert!(len >= 2 && len <= 2 + 8);
+        }
+    }
+    let out = f.dir.join("dump-reference.safetensors");
+    run_python("check_dump.py", &[s(&f.model), s(&dump_path), s(&out)]);
+    let r = read_tensors(&out);
+    assert!(max_abs_diff(&d["s_pred"], &r["s_pred"]) < 1e-4, "S_pred vs transformers: {}", max_abs_diff(&d["s_pred"], &r["s_pred"]));
+    assert!(max_abs_diff(&d["s_ema"], &r["s_ema"]) < 1e-4, "S_ema vs transformers: {}", max_abs_diff(&d["s_ema"], &r["s_ema"]));
+    // r = S_pred − S_ema; A = G/(G−1)·(r − mean_g r).
+    let reward = &r["s_pred"] - r["s_ema"].unsqueeze(1);
+    assert!(max_abs_diff(&d["reward"], &reward) < 1e-4);
+    let adv = (&reward - reward.mean_dim(1, true, Kind::Float)) * (g as f64 / (g as f64 - 1.0));
+    assert!(max_abs_diff(&d["advantage"], &adv) < 1e-4);
+    // One update per batch: the ratio is 1 up to cached-vs-full rounding, so the clipped
+    // surrogate is −mean(A), which is 0 for group-centred advantages.
+    assert!(d["loss"].double_value(&[]).abs() < 1e-4, "loss {}", d["loss"].double_value(&[]));
+}
+
+#[test]
+fn resume_is_bit_identical() {
+    let f = fixture();
+    let whole = f.dir.join("resume-whole");
+    let split = f.dir.join("resume-split");
+    let extra = ["--set", "eval.every=0", "--set", "checkpoint.every=0", "--set", "optim.schedule=\"cosine\"", "--set", "optim.warmup_steps=2", "--set", "train.max_steps=6"];
+    let mut a = train_args(f, &whole, "6");
+    a.extend(extra);
+    ok(&a);
+    let mut b = train_args(f, &split, "3");
+    b.extend(extra);
+    ok(&b);
+    let mut c = train_args(f, &split, "6");
+    c.extend(extra);
+    c.push("--resume");
+    let out = ok(&c);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming from"), "did not resume");
+    for file in ["model/model.safetensors", "optimizer.safetensors", "ema.safetensors", "state.json"] {
+        let x = std::fs::read(whole.join("checkpoints/step-00000006").join(file)).unwrap();
+        let y = std::fs::read(split.join("checkpoints/step-00000006").join(file)).unwrap();
+        assert!(x == y, "{file} differs between the uninterrupted and the resumed run");
+    }
+    // The checkpoint is a Hugging Face directory our loader (and transformers, see parity tests) reads.
+    let lm = rlp_model::CausalLm::load(&split.join("checkpoints/step-00000006/model"), Kind::Float, Device::Cpu).unwrap();
+    assert!(lm.vocab_size() > 0);
+}
+
+#[test]
+fn every_preset_runs() {
+    let f = fixture();
+    for (preset, extra) in [
+        ("rlp", vec!["thought.max_tokens=6", "rollout.group_size=4"]),
+        ("quiet_star", vec!["thought.max_tokens=4", "positions.stride=4", "reward.n_true=2"]),
+        ("rpt", vec!["thought.max_tokens=4", "thought.answer_tokens=3", "positions.threshold=0.0", "reward.n_true=3", "rollout.group_size=2"]),
+        ("ntp", vec![]),
+    ] {
+        let run = f.dir.join(format!("preset-{preset}"));
+        let mut sets = vec![format!("preset=\"{preset}\""), "eval.every=0".into(), "rollout.contexts_per_step=4".into(), "rollout.micro_batch=2".into()];
+        sets.extend(extra.iter().map(|e| e.to_string()));
+        let mut args = train_args(f, &run, "2");
+        for set in &sets {
+            args.push("--set");
+            args.push(Box::leak(set.clone().into_boxed_str()));
+        }
+        ok(&args);
+        let m = metrics(&run);
+        assert_eq!(m.len(), 2, "{preset}: expected 2 metric lines");
+        assert!(m.iter().all(|l| l["loss/total"].as_f64().is_some_and(f64::is_finite)), "{preset}: {m:?}");
+        assert!(run.join("checkpoints/step-00000002/state.json").is_file(), "{preset}: no final checkpoint");
+        let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+        assert!(resolved.contains(&format!("preset = \"{preset}\"")), "{preset}: resolved config not written");
+    }
+}
+
+#[test]
+fn bad_configs_name_the_culprit() {
+    let f = fixture();
+    let run = f.dir.join("bad");
+    let base_steps = |steps: &'static str, extra: &[&str]| {
+        let mut a = train_args(f, &run, steps);
+        a.extend(extra.iter().map(|x| Box::leak(x.to_string().into_boxed_str()) as &str));
+        a
+    };
+    let base = |extra: &[&str]| base_steps("1", extra);
+    fails_with(&base(&["--set", "loss.eps_lo=0.1"]), "unknown field `eps_lo`");
+    fails_with(&base(&["--set", "loss.eps_lo=0.1"]), "loss.eps_lo");
+    fails_with(&base(&["--set", "optim.lr=\"fast\""]), "optim.lr");
+    fails_with(&base(&["--set", "preset=\"alphazero\""]), "unknown preset `alphazero`");
+    fails_with(&base(&["--set", "rollout.micro_batch=3"]), "rollout.micro_batch (3) must divide rollout.contexts_per_step (8)");
+    fails_with(&base(&["--set", "model.device=\"tpu\""]), "unknown device `tpu`");
+    fails_with(&["train", "--config", "/no/such.toml"], "/no/such.toml");
+    fails_with(&["train", "--config", &config(), "--data", s(&f.data)], "no model: set model.path");
+    fails_with(&["train", "--config", &config(), "--model", s(&f.model), "--data", "/no/data"], "/no/data");
+    // NaN weights: a clear error, not a panic inside the sampler.
+    let poisoned = f.dir.join("nan-model");
+    std::fs::create_dir_all(&poisoned).unwrap();
+    for e in std::fs::read_dir(&f.model).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, poisoned.join(p.file_name().unwrap())).unwrap();
+    }
+    let weights = poisoned.join("model.safetensors");
+    let mut t = Tensor::read_safetensors(&weights).unwrap();
+    for (n, x) in t.iter_mut() {
+        if n == "model.norm.weight" {
+            *x = x.full_like(f64::NAN);
+        }
+    }
+    Tensor::write_safetensors(&t, &weights).unwrap();
+    fails_with(&["train", "--config", &config(), "--model", s(&poisoned), "--data", s(&f.data), "--run-dir", s(&run), "--set", "eval.every=0"], "not finite");
+}
+
+#[test]
+fn data_prepare_reports_bad_input() {
+    let f = fixture();
+    let bad = f.dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"fine\"}\n{\"text\": nope}\n").unwrap();
+    fails_with(&["data", "prepare", "--model", s(&f.model), "--output", s(&f.dir.join("bad-data")), s(&bad)], "bad.jsonl:2");
+    let empty = f.dir.join("empty.jsonl");
+    std::fs::write(&empty, "{\"text\": \"   \"}\n").unwrap();
+    fails_with(&["data", "prepare", "--model", s(&f.model), "--output", s(&f.dir.join("empty-data")), s(&empty)], "empty");
+}
+
+/// Gradient flows only through the sampled thought tokens: S_pred's target positions are
+/// detached and nothing else enters the policy loss.
+#[test]
+fn policy_gradient_reaches_only_thought_tokens() {
+    use rlp_reward::{policy_loss, LossConfig};
+    use rlp_rollout::Thought;
+    use rlp_trainer::positions::Context;
+    use rlp_trainer::score::{scores_from_hidden, thought_rows};
+    let f = fixture();
+    let lm = rlp_model::CausalLm::load(&f.model, Kind::Float, Device::Cpu).unwrap();
+    let ctx = vec![Context { doc: 0, t: 5, ids: vec![5, 6, 7, 8, 9], targets: vec![10, 11] }];
+    let thought = |ids: Vec<i64>, actions: Vec<usize>| Thought { logprobs: vec![-1.0; actions.len()], ids, actions, closed: true, answer_len: 0 };
+    let group = vec![thought(vec![1, 20, 21, 2], vec![1, 2, 3]), thought(vec![1, 22, 2], vec![1, 2])];
+    let tr = thought_rows(&ctx, &[group]);
+    let batch = rlp_model::PaddedBatch::new(&tr.rows, 0, rlp_model::Padding::Right, Device::Cpu);
+    let hidden = lm.forward(&batch.ids, &batch.positions, batch.key_valid(), None).detach().set_requires_grad(true);
+    let actions = scores_from_hidden(&lm, &hidden, &batch.ids, &tr.action_at, 1.0);
+    let targets = scores_from_hidden(&lm, &hidden.detach(), &batch.ids, &tr.target_at, 1.0);
+    assert_eq!(targets.logp.requires_grad(), false);
+    let adv = Tensor::from_slice(&[1.0f32, -1.0]);
+    // Behaviour log-probs equal to the current ones (ratio 1, as on the first update of a batch),
+    // so that PPO's clip does not zero any action's gradient.
+    let old = actions.logp.detach();
+    let pl = policy_loss(&actions.logp, &old, &adv, &actions.mask, &LossConfig::default(), 8);
+    pl.loss.backward();
+    let grad = hidden.grad().abs().sum_dim_intlist(-1, false, Kind::Float); // [rows, L]
+    for (r, acts) in tr.action_at.iter().enumerate() {
+        for p in 0..tr.rows[r].len() {
+            let touched = grad.double_value(&[r as i64, p as i64]) > 0.0;
+            // Position p predicts token p + 1: only positions predicting an action carry gradient.
+            assert_eq!(touched, acts.contains(&(p + 1)), "row {r} position {p}");
+        }
+    }
+}
