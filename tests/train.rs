@@ -296,3 +296,89 @@ fn policy_gradient_reaches_only_thought_tokens() {
         }
     }
 }
+
+/// Fixed thoughts, two paths: the trainer's fused, padded forward (S_pred and action log-probs
+/// from one pass) and the policy loss from the reward crate, against one unpadded full forward per
+/// row and the PPO-clip / seq-mean-token-mean arithmetic by hand in f64.
+#[test]
+fn fixed_thoughts_score_and_loss_by_two_paths() {
+    use rlp_reward::{advantages, info_gain, policy_loss, AdvantageConfig, LossConfig};
+    use rlp_rollout::Thought;
+    use rlp_trainer::positions::Context;
+    use rlp_trainer::score::{no_think_scores, score_thoughts, thought_rows};
+    let f = fixture();
+    let lm = rlp_model::CausalLm::load(&f.model, Kind::Float, Device::Cpu).unwrap();
+    let contexts = vec![
+        Context { doc: 0, t: 6, ids: vec![30, 31, 32, 33, 34, 35], targets: vec![36, 37] },
+        Context { doc: 1, t: 3, ids: vec![40, 41, 42], targets: vec![43, 44] },
+    ];
+    // Behaviour log-probs far from the current ones so that the clip binds for some tokens.
+    let th = |ids: Vec<i64>, closed: bool| {
+        let n = if closed { ids.len() - 1 } else { ids.len() - 2 };
+        Thought { logprobs: (0..n).map(|i| -2.0 - 1.5 * i as f32).collect(), actions: (1..=n).collect(), ids, closed, answer_len: 0 }
+    };
+    let (open, close) = (300, 301); // ids inside the vocabulary; their meaning does not matter here
+    let thoughts = vec![
+        vec![th(vec![open, 50, 51, close], true), th(vec![open, 52, close], false), th(vec![open, 53, 54, 55, close], true)],
+        vec![th(vec![open, 56, close], true), th(vec![open, 57, 58, 59, 60, close], false), th(vec![open, 61, close], true)],
+    ];
+    let (b, g) = (2usize, 3usize);
+    let temperature = 0.7;
+    let tr = thought_rows(&contexts, &thoughts);
+    let sc = score_thoughts(&lm, &tr, temperature);
+    let s_ema = no_think_scores(&lm, &contexts);
+    let s_pred = sc.s_pred.view([b as i64, g as i64]);
+    let reward = info_gain(&s_pred, &s_ema);
+    let adv = advantages(&reward, &AdvantageConfig::default());
+    let cfg = LossConfig { eps_low: 0.2, eps_high: 0.28, ..LossConfig::default() };
+    let pl = policy_loss(&sc.logp, &tr.old_logp, &adv.reshape([-1]), &sc.mask, &cfg, 8);
+
+    // Second path: each row alone, unpadded, full forward; everything else by hand.
+    let _g = tch::no_grad_guard();
+    let logp_row = |row: &[i64], temp: f64| -> Vec<Vec<f64>> {
+        let ids = Tensor::from_slice(row).unsqueeze(0);
+        let pos = Tensor::arange(row.len() as i64, (Kind::Int64, Device::Cpu)).unsqueeze(0);
+        let logits = lm.logits(&lm.forward(&ids, &pos, None, None)).squeeze_dim(0) / temp;
+        let lp = logits.log_softmax(-1, Kind::Float);
+        (0..row.len()).map(|p| Vec::<f64>::try_from(lp.get(p as i64).to_kind(Kind::Double)).unwrap()).collect()
+    };
+    let mut s_pred_hand = vec![0.0; b * g];
+    let mut s_ema_hand = vec![0.0; b];
+    let mut loss_hand = 0.0;
+    for (bi, ctx) in contexts.iter().enumerate() {
+        let mut row: Vec<i64> = ctx.ids.clone();
+        row.extend(&ctx.targets);
+        let lp = logp_row(&row, 1.0);
+        s_ema_hand[bi] = (0..ctx.targets.len()).map(|s| lp[ctx.ids.len() + s - 1][ctx.targets[s] as usize]).sum();
+        for (gi, t) in thoughts[bi].iter().enumerate() {
+            let row: Vec<i64> = ctx.ids.iter().chain(&t.ids).chain(&ctx.targets).copied().collect();
+            let lp1 = logp_row(&row, 1.0);
+            let start = ctx.ids.len() + t.ids.len();
+            s_pred_hand[bi * g + gi] = (0..ctx.targets.len()).map(|s| lp1[start + s - 1][ctx.targets[s] as usize]).sum();
+        }
+        let r: Vec<f64> = (0..g).map(|gi| s_pred_hand[bi * g + gi] - s_ema_hand[bi]).collect();
+        let mean = r.iter().sum::<f64>() / g as f64;
+        for (gi, t) in thoughts[bi].iter().enumerate() {
+            let a = (r[gi] - mean) * g as f64 / (g as f64 - 1.0);
+            let row: Vec<i64> = ctx.ids.iter().chain(&t.ids).chain(&ctx.targets).copied().collect();
+            let lpt = logp_row(&row, temperature);
+            let mut per_thought = 0.0;
+            for (k, &i) in t.actions.iter().enumerate() {
+                let p = ctx.ids.len() + i;
+                let ratio = (lpt[p - 1][row[p] as usize] - t.logprobs[k] as f64).exp();
+                per_thought += -(ratio * a).min(ratio.clamp(1.0 - 0.2, 1.0 + 0.28) * a);
+            }
+            loss_hand += per_thought / t.actions.len() as f64 / (b * g) as f64;
+        }
+    }
+    let host = |t: &Tensor| Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap();
+    for (x, y) in host(&s_pred).iter().zip(&s_pred_hand) {
+        assert!((x - y).abs() < 1e-4, "S_pred {x} vs {y}");
+    }
+    for (x, y) in host(&s_ema).iter().zip(&s_ema_hand) {
+        assert!((x - y).abs() < 1e-4, "S_ema {x} vs {y}");
+    }
+    let loss = pl.loss.double_value(&[]);
+    assert!((loss - loss_hand).abs() < 1e-4 * loss_hand.abs().max(1.0), "loss {loss} vs by hand {loss_hand}");
+    assert!(pl.clip_fraction > 0.0 && pl.clip_fraction < 1.0, "the clip should bind for some tokens: {}", pl.clip_fraction);
+}
