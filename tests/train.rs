@@ -190,13 +190,29 @@ fn resume_is_bit_identical() {
 #[test]
 fn every_preset_runs() {
     let f = fixture();
-    for (preset, extra) in [
+    for (i, (preset, extra)) in [
         ("rlp", vec!["thought.max_tokens=6", "rollout.group_size=4"]),
         ("quiet_star", vec!["thought.max_tokens=4", "positions.stride=4", "reward.n_true=2"]),
         ("rpt", vec!["thought.max_tokens=4", "thought.answer_tokens=3", "positions.threshold=0.0", "reward.n_true=3", "rollout.group_size=2"]),
         ("ntp", vec![]),
-    ] {
-        let run = f.dir.join(format!("preset-{preset}"));
+        // The RLP preset with the options that change the update: KL to the initial model,
+        // the top-entropy token mask, two PPO updates per batch, std-normalised advantages,
+        // entropy-selected positions, gradient accumulation over micro-batches, cosine schedule.
+        (
+            "rlp",
+            vec![
+                "loss.kl_coef=0.01", "loss.entropy_top_ratio=0.5", "loss.updates_per_batch=2", "advantage.std_normalize=true",
+                "positions.strategy=\"entropy\"", "optim.schedule=\"cosine\"", "optim.warmup_steps=1", "thought.max_tokens=5",
+                "loss.aggregation=\"seq_mean_token_sum_norm\"",
+            ],
+        ),
+        // bfloat16 compute (float32 masters in the optimizer state) also works on CPU.
+        ("rlp", vec!["model.dtype=\"bfloat16\"", "thought.max_tokens=4"]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let run = f.dir.join(format!("preset-{i}-{preset}"));
         let mut sets = vec![format!("preset=\"{preset}\""), "eval.every=0".into(), "rollout.contexts_per_step=4".into(), "rollout.micro_batch=2".into()];
         sets.extend(extra.iter().map(|e| e.to_string()));
         let mut args = train_args(f, &run, "2");
@@ -211,7 +227,45 @@ fn every_preset_runs() {
         assert!(run.join("checkpoints/step-00000002/state.json").is_file(), "{preset}: no final checkpoint");
         let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
         assert!(resolved.contains(&format!("preset = \"{preset}\"")), "{preset}: resolved config not written");
+        if extra.iter().any(|e| e.contains("kl_coef")) {
+            assert!(m.iter().all(|l| l["loss/kl"].as_f64().is_some_and(|k| k >= 0.0)), "KL not logged: {m:?}");
+        }
+        if extra.iter().any(|e| e.contains("bfloat16")) {
+            let opt = read_tensors(&run.join("checkpoints/step-00000002/optimizer.safetensors"));
+            let master = opt.get("master.model.norm.weight").expect("float32 master weights in the optimizer state");
+            assert_eq!(master.kind(), Kind::Float);
+            let cfg: Value = serde_json::from_str(&std::fs::read_to_string(run.join("checkpoints/step-00000002/model/config.json")).unwrap()).unwrap();
+            assert_eq!(cfg["dtype"], "bfloat16");
+        }
     }
+}
+
+/// Ctrl-C: the run checkpoints the step it finished and exits cleanly.
+#[test]
+fn interrupt_checkpoints_and_exits() {
+    let f = fixture();
+    let run = f.dir.join("interrupt");
+    let _ = std::fs::remove_dir_all(&run);
+    let args = train_args(f, &run, "100000");
+    let child = Command::new(env!("CARGO_BIN_EXE_rlp"))
+        .args(&args)
+        .args(["--set", "eval.every=0", "--set", "checkpoint.every=0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !run.join("metrics.jsonl").is_file() || std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "interrupted run should exit 0: {err}");
+    assert!(err.contains("interrupted after step"), "{err}");
+    let ckpts: Vec<_> = std::fs::read_dir(run.join("checkpoints")).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().join("state.json").is_file()).collect();
+    assert_eq!(ckpts.len(), 1, "expected one checkpoint at the interrupted step");
 }
 
 #[test]

@@ -45,7 +45,7 @@ impl Trainer {
         let start = Instant::now();
 
         // 1. Contexts x_<t and the true next tokens x_t..x_{t+n_true}.
-        let contexts = self.contexts.next_batch(b, &self.policy)?;
+        let contexts = self.contexts.next_batch(b, self.proxy.as_ref().unwrap_or(&self.policy))?;
         if !cfg.uses_thoughts() {
             return self.next_token_step(contexts, start);
         }

@@ -9,7 +9,7 @@ use rlp_rollout::Delimiters;
 
 use crate::adamw::AdamW;
 use crate::checkpoint::{self, TrainerState};
-use crate::config::TrainConfig;
+use crate::config::{PositionStrategy, TrainConfig};
 use crate::ema::Ema;
 use crate::positions::{eval_contexts, Context, ContextSource};
 
@@ -24,6 +24,8 @@ pub struct Trainer {
     pub ema: Option<Ema>,
     /// Frozen initial policy for the KL term, when `loss.kl_coef > 0`.
     pub reference: Option<CausalLm>,
+    /// RPT's proxy model for `positions.strategy = "proxy_entropy"` (`None`: the policy itself).
+    pub proxy: Option<CausalLm>,
     pub optim: AdamW,
     pub contexts: ContextSource,
     /// Completed training steps.
@@ -63,10 +65,29 @@ impl Trainer {
         } else {
             None
         };
+        let proxy = match (&cfg.positions.strategy, &cfg.positions.proxy_model) {
+            (PositionStrategy::ProxyEntropy, Some(dir)) if !dir.as_os_str().is_empty() => {
+                Some(CausalLm::load(dir, kind, device).with_context(|| format!("cannot load positions.proxy_model {}", dir.display()))?)
+            }
+            _ => None,
+        };
         policy.set_requires_grad(true);
         let mut optim = AdamW::new(policy.weights(), &cfg.optim);
 
         let dataset = Dataset::open(&data_dir, Split::Train).with_context(|| format!("cannot open training data {}", data_dir.display()))?;
+        // Data tokenized with another tokenizer would index past the embedding.
+        let bound = dataset.vocab_bound() as i64;
+        for (what, lm) in [("model", Some(&policy)), ("positions.proxy_model", proxy.as_ref())] {
+            if let Some(lm) = lm {
+                anyhow::ensure!(
+                    bound <= lm.vocab_size(),
+                    "data {} has token ids up to {} but the {what}'s vocabulary has {} rows: was it prepared with this model's tokenizer?",
+                    data_dir.display(),
+                    bound - 1,
+                    lm.vocab_size()
+                );
+            }
+        }
         let mut ema = ema;
         let mut state = TrainerState::default();
         if let Some(ckpt) = &latest {
@@ -90,6 +111,7 @@ impl Trainer {
             delims,
             ema,
             reference,
+            proxy,
             optim,
             contexts,
             step: state.step,
