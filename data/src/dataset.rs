@@ -67,7 +67,7 @@ impl Dataset {
         }
         let (want_docs, want_tokens) = match split {
             Split::Train => (ds.meta.train_documents(), ds.meta.train_tokens()),
-            Split::Heldout => (ds.meta.heldout_documents, ds.meta.heldout_tokens),
+            Split::Heldout => (ds.meta.summary.heldout_documents, ds.meta.summary.heldout_tokens),
         };
         if ds.num_docs() != want_docs || num_tokens != want_tokens {
             bail!(
@@ -95,7 +95,7 @@ impl Dataset {
 
     /// One more than the largest token id in the dataset (both splits).
     pub fn vocab_bound(&self) -> u64 {
-        self.meta.vocab_bound
+        self.meta.summary.vocab_bound
     }
 
     pub fn num_docs(&self) -> usize {

@@ -4,6 +4,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::prepare::PrepareSummary;
+
 pub const META_FILE: &str = "meta.json";
 /// Bumped whenever the on-disk layout changes, so an old reader refuses a new dataset (and back).
 pub const FORMAT: &str = "rlp-tokens-v1";
@@ -13,15 +15,9 @@ pub const FORMAT: &str = "rlp-tokens-v1";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Meta {
     pub format: String,
-    /// One more than the largest token id in the dataset (compare with the model's vocabulary).
-    pub vocab_bound: u64,
-    pub documents: usize,
-    pub tokens: u64,
-    pub heldout_documents: usize,
-    pub heldout_tokens: u64,
-    pub skipped_empty: usize,
-    pub skipped_short: usize,
-    pub files: usize,
+    /// The counts `prepare` reported, stored flat in the JSON.
+    #[serde(flatten)]
+    pub summary: PrepareSummary,
     pub inputs: Vec<String>,
     pub seed: u64,
     pub heldout_fraction: f64,
@@ -32,11 +28,11 @@ pub struct Meta {
 
 impl Meta {
     pub fn train_documents(&self) -> usize {
-        self.documents.saturating_sub(self.heldout_documents)
+        self.summary.documents.saturating_sub(self.summary.heldout_documents)
     }
 
     pub fn train_tokens(&self) -> u64 {
-        self.tokens.saturating_sub(self.heldout_tokens)
+        self.summary.tokens.saturating_sub(self.summary.heldout_tokens)
     }
 
     /// Reads and checks `dir/meta.json`.
@@ -56,7 +52,8 @@ impl Meta {
             None => bail!("{} has no `format` field (not an rlp dataset?)", path.display()),
         }
         let meta: Meta = serde_json::from_value(raw).with_context(|| format!("{} is malformed", path.display()))?;
-        if meta.heldout_documents > meta.documents || meta.heldout_tokens > meta.tokens {
+        let c = &meta.summary;
+        if c.heldout_documents > c.documents || c.heldout_tokens > c.tokens {
             bail!("{}: held-out counts exceed the totals", path.display());
         }
         Ok(meta)

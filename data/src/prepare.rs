@@ -60,7 +60,7 @@ impl PrepareOptions {
 
 /// What `prepare` wrote. `documents` and `tokens` count both splits; the held-out split's share
 /// is in `heldout_*` (train = total − held-out).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PrepareSummary {
     pub documents: usize,
     pub tokens: u64,
@@ -136,14 +136,7 @@ pub(crate) fn prepare_chunked(
     heldout.finish()?;
     let meta = Meta {
         format: FORMAT.to_string(),
-        vocab_bound: summary.vocab_bound,
-        documents: summary.documents,
-        tokens: summary.tokens,
-        heldout_documents: summary.heldout_documents,
-        heldout_tokens: summary.heldout_tokens,
-        skipped_empty: summary.skipped_empty,
-        skipped_short: summary.skipped_short,
-        files: summary.files,
+        summary: summary.clone(),
         inputs,
         seed: opts.seed,
         heldout_fraction: opts.heldout_fraction,

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use rand::seq::index::sample;
 use rlp_data::{doc_rng, Cursor, Dataset, DocStream};
 use rlp_model::{CausalLm, PaddedBatch, Padding};
-use tch::{Kind, Tensor};
+use tch::Kind;
 
 use crate::config::{PositionStrategy, PositionsSection};
 
@@ -177,9 +177,4 @@ pub fn eval_contexts(dataset: &Dataset, count: usize, min_context: usize, max_co
         });
     }
     out
-}
-
-/// `[N]` int64 tensor of the contexts' first targets (for accuracy).
-pub fn first_targets(contexts: &[Context]) -> Tensor {
-    Tensor::from_slice(&contexts.iter().map(|c| c.targets[0]).collect::<Vec<i64>>())
 }

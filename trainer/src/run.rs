@@ -105,7 +105,7 @@ impl Trainer {
     fn rollout_records(&self, out: &StepOutput) -> Result<Vec<Value>> {
         let mut records = Vec::new();
         let g = out.thoughts.first().map_or(0, Vec::len);
-        let reward = crate::score::to_host(&out.reward);
+        let reward = crate::score::to_host(&out.reward)?;
         for (b, (ctx, group)) in out.contexts.iter().zip(&out.thoughts).enumerate() {
             for (i, th) in group.iter().enumerate() {
                 if records.len() >= self.cfg.log.rollouts_count {

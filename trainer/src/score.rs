@@ -138,6 +138,6 @@ pub fn next_token_nll(lm: &CausalLm, rows: &[Vec<i64>]) -> (Tensor, usize) {
     (-(s.logp.sum(Kind::Float)) / count.max(1) as f64, count)
 }
 
-pub fn to_host(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(t.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default()
+pub fn to_host(t: &Tensor) -> anyhow::Result<Vec<f32>> {
+    Ok(Vec::<f32>::try_from(t.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1))?)
 }

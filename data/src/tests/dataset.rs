@@ -37,7 +37,7 @@ fn opens_and_reads_documents() {
     assert_eq!(ds.get(3), None);
     assert_eq!(ds.num_tokens(), 4 + 4 + 5);
     assert_eq!(ds.split(), Split::Train);
-    assert_eq!(ds.vocab_bound(), ds.meta().vocab_bound);
+    assert_eq!(ds.vocab_bound(), ds.meta().summary.vocab_bound);
 }
 
 #[test]

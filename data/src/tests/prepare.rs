@@ -118,11 +118,11 @@ fn summary_counts_and_read_back_match_encode() {
 
     let meta = Meta::read(&opts.output).unwrap();
     assert_eq!(meta.format, "rlp-tokens-v1");
-    assert_eq!(meta.documents, 4);
-    assert_eq!(meta.skipped_short, 2);
+    assert_eq!(meta.summary.documents, 4);
+    assert_eq!(meta.summary.skipped_short, 2);
     assert_eq!(meta.min_tokens, 3);
     assert_eq!(meta.inputs, opts.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>());
-    assert_eq!(meta.vocab_bound, sum.vocab_bound);
+    assert_eq!(meta.summary.vocab_bound, sum.vocab_bound);
 
     // The raw layout, independently of `Dataset`.
     let offsets = std::fs::read(opts.output.join("train.offsets")).unwrap();
