@@ -18,11 +18,17 @@ enum Command {
     Generate(cli::generate::GenerateArgs),
     /// Per-token log-probs, mean NLL and perplexity of JSONL texts.
     Score(cli::score::ScoreArgs),
+    /// Benchmark evaluation (GSM8K / MATH500 JSONL): pass@1 over k samples, with or without a thought.
+    Eval(cli::eval::EvalArgs),
     /// Training data: `rlp data prepare` tokenizes text into memory-mapped shards.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
+    /// Write a randomly initialised model for pretraining from scratch.
+    Init(cli::init::InitArgs),
     /// Continue-pretrain a model with a reinforcement-pretraining objective from a TOML config.
     Train(cli::train::TrainArgs),
+    /// Run a grid of training runs (variants × seeds) from an ablation file and report on them.
+    Ablate(cli::ablate::AblateArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,8 +37,11 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Generate(a) => cli::generate::run(a),
         Command::Score(a) => cli::score::run(a),
+        Command::Eval(a) => cli::eval::run(a),
         Command::Data(c) => cli::data::run(c),
         Command::Train(a) => cli::train::run(a),
+        Command::Ablate(a) => cli::ablate::run(a),
+        Command::Init(a) => cli::init::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,9 @@ pub struct Dataset {
     /// `None` for an empty split (nothing to map).
     tokens: Option<Mmap>,
     offsets: Mmap,
+    /// Answer-token marks, one byte per token; `None` when the split has no marks file
+    /// (datasets prepared before marks existed) or is empty.
+    marks: Option<Mmap>,
 }
 
 impl Dataset {
@@ -46,8 +49,16 @@ impl Dataset {
                 bail!("mapping of {} is not {align}-byte aligned", path.display());
             }
         }
+        let marks_path = dir.join(split.marks_file());
+        let marks = if marks_path.is_file() { Some(map(&marks_path)?) } else { None };
+        if let Some(m) = &marks {
+            if m.len() * 4 != tokens.len() {
+                bail!("{} has {} marks for {} tokens", marks_path.display(), m.len(), tokens.len() / 4);
+            }
+        }
+        let marks = marks.filter(|m| !m.is_empty());
         let tokens = if tokens.is_empty() { None } else { Some(tokens) };
-        let ds = Dataset { dir: dir.to_path_buf(), split, meta, tokens, offsets };
+        let ds = Dataset { dir: dir.to_path_buf(), split, meta, tokens, offsets, marks };
 
         let offs = ds.offsets();
         let num_tokens = ds.tokens().len() as u64;
@@ -122,6 +133,18 @@ impl Dataset {
         }
         // `open` checked that offsets are monotonic and end at the token count, so these fit.
         Some(&self.tokens()[offs[i] as usize..offs[i + 1] as usize])
+    }
+
+    /// Answer marks of document `i` (1 = answer token), when the dataset has marks.
+    pub fn marks(&self, i: usize) -> Option<&[u8]> {
+        let m = self.marks.as_ref()?;
+        let offs = self.offsets();
+        (i + 1 < offs.len()).then(|| &m[offs[i] as usize..offs[i + 1] as usize])
+    }
+
+    /// Whether any token of this split is marked as an answer token.
+    pub fn has_marks(&self) -> bool {
+        self.marks.as_ref().is_some_and(|m| m.iter().any(|&b| b != 0))
     }
 
     /// Tokens of document `i` as the `i64` ids tensors take. Panics like [`Dataset::doc`].

@@ -28,12 +28,14 @@ pub mod prepare;
 mod source;
 pub mod split;
 pub mod stream;
+pub mod synth;
 
 pub use dataset::Dataset;
 pub use meta::Meta;
 pub use prepare::{prepare, PrepareOptions, PrepareSummary};
 pub use split::Split;
 pub use stream::{doc_rng, Cursor, DocStream, StreamDoc};
+pub use synth::{synth, SynthOptions};
 
 #[cfg(test)]
 mod tests;

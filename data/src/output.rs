@@ -110,8 +110,10 @@ impl Drop for Staging {
 pub(crate) struct SplitWriter {
     tokens_path: PathBuf,
     offsets_path: PathBuf,
+    marks_path: PathBuf,
     tokens: BufWriter<File>,
     offsets: BufWriter<File>,
+    marks: BufWriter<File>,
     pub docs: usize,
     pub num_tokens: u64,
 }
@@ -120,12 +122,15 @@ impl SplitWriter {
     pub(crate) fn create(dir: &Path, split: Split) -> Result<SplitWriter> {
         let tokens_path = dir.join(split.tokens_file());
         let offsets_path = dir.join(split.offsets_file());
+        let marks_path = dir.join(split.marks_file());
         let open = |p: &Path| File::create(p).with_context(|| format!("cannot create {}", p.display()));
         let mut w = SplitWriter {
             tokens: BufWriter::with_capacity(1 << 20, open(&tokens_path)?),
             offsets: BufWriter::with_capacity(1 << 16, open(&offsets_path)?),
+            marks: BufWriter::with_capacity(1 << 18, open(&marks_path)?),
             tokens_path,
             offsets_path,
+            marks_path,
             docs: 0,
             num_tokens: 0,
         };
@@ -135,7 +140,10 @@ impl SplitWriter {
         Ok(w)
     }
 
-    pub(crate) fn push(&mut self, doc: &[u32]) -> Result<()> {
+    /// `marks`: one byte per token (1 = answer token).
+    pub(crate) fn push(&mut self, doc: &[u32], marks: &[u8]) -> Result<()> {
+        debug_assert_eq!(doc.len(), marks.len());
+        self.marks.write_all(marks).with_context(|| format!("cannot write {}", self.marks_path.display()))?;
         let mut bytes = Vec::with_capacity(doc.len() * 4);
         for id in doc {
             bytes.extend_from_slice(&id.to_le_bytes());
@@ -150,7 +158,7 @@ impl SplitWriter {
 
     /// Flushes and syncs both files, so the rename in `commit` publishes complete data.
     pub(crate) fn finish(self) -> Result<()> {
-        for (w, path) in [(self.tokens, &self.tokens_path), (self.offsets, &self.offsets_path)] {
+        for (w, path) in [(self.tokens, &self.tokens_path), (self.offsets, &self.offsets_path), (self.marks, &self.marks_path)] {
             let file = w
                 .into_inner()
                 .map_err(|e| e.into_error())

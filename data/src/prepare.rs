@@ -180,6 +180,7 @@ struct Pending {
     file: usize,
     line: usize,
     text: String,
+    answer_spans: Vec<(usize, usize)>,
 }
 
 struct Run<'a> {
@@ -205,7 +206,7 @@ impl Run<'_> {
             return Ok(());
         }
         self.pending_bytes += raw.text.len();
-        self.pending.push(Pending { index, file, line: raw.line, text: raw.text });
+        self.pending.push(Pending { index, file, line: raw.line, text: raw.text, answer_spans: raw.answer_spans });
         if self.pending_bytes >= self.chunk_bytes {
             self.flush()?;
         }
@@ -215,19 +216,26 @@ impl Run<'_> {
     /// Tokenizes the pending chunk in parallel and writes it in document order.
     fn flush(&mut self) -> Result<()> {
         let (tokenizer, inputs) = (self.tokenizer, &self.opts.inputs);
-        let encoded: Vec<Vec<u32>> = self
+        let encoded: Vec<(Vec<u32>, Vec<u8>)> = self
             .pending
             .par_iter()
             .map(|doc| {
                 let at = || format!("{}:{}", inputs[doc.file].display(), doc.line);
-                let ids = tokenizer.encode(&doc.text).with_context(|| format!("{}: cannot tokenize", at()))?;
-                ids.into_iter()
+                let (ids, offsets) = tokenizer.encode_with_offsets(&doc.text).with_context(|| format!("{}: cannot tokenize", at()))?;
+                // A token is an answer token when its characters overlap a marked span.
+                let marks = offsets
+                    .iter()
+                    .map(|&(a, b)| u8::from(a < b && doc.answer_spans.iter().any(|&(s, e)| a < e && s < b)))
+                    .collect();
+                let ids = ids
+                    .into_iter()
                     .map(|id| u32::try_from(id).with_context(|| format!("{}: token id {id} does not fit in u32", at())))
-                    .collect()
+                    .collect::<Result<_>>()?;
+                Ok((ids, marks))
             })
             .collect::<Result<_>>()?;
         let min_tokens = self.opts.min_tokens.max(1);
-        for (doc, ids) in self.pending.drain(..).zip(encoded) {
+        for (doc, (ids, marks)) in self.pending.drain(..).zip(encoded) {
             if ids.len() < min_tokens {
                 self.skipped_short += 1;
                 continue;
@@ -240,7 +248,7 @@ impl Run<'_> {
             } else {
                 &mut self.train
             };
-            writer.push(&ids)?;
+            writer.push(&ids, &marks)?;
         }
         self.pending_bytes = 0;
         Ok(())

@@ -14,6 +14,27 @@ pub(crate) struct RawDoc {
     /// 1-based line of the input file the document starts on (for error messages).
     pub line: usize,
     pub text: String,
+    /// Character spans `[start, end)` of answer text (the optional `answer_spans` field of a
+    /// JSON line); tokens overlapping them are marked in the split's `.marks` file.
+    pub answer_spans: Vec<(usize, usize)>,
+}
+
+/// The JSON field holding answer spans, as `[[start, end], ...]` character offsets.
+pub(crate) const ANSWER_SPANS_FIELD: &str = "answer_spans";
+
+fn parse_spans(v: Value, path: &Path, line: usize) -> Result<Vec<(usize, usize)>> {
+    let bad = || anyhow::anyhow!("{}:{line}: `{ANSWER_SPANS_FIELD}` must be a list of [start, end] character offsets", path.display());
+    let Value::Array(items) = v else { return Err(bad()) };
+    items
+        .into_iter()
+        .map(|item| match item.as_array().map(|a| a.as_slice()) {
+            Some([a, b]) => match (a.as_u64(), b.as_u64()) {
+                (Some(a), Some(b)) if a <= b => Ok((a as usize, b as usize)),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        })
+        .collect()
 }
 
 /// `.jsonl` and `.json` hold one JSON object per line; anything else is plain text.
@@ -64,8 +85,12 @@ fn read_json_lines(path: &Path, text_field: &str, emit: &mut dyn FnMut(RawDoc) -
         let Value::Object(mut object) = value else {
             bail!("{}:{line}: expected a JSON object, found {}", path.display(), kind_of(&value));
         };
+        let answer_spans = match object.remove(ANSWER_SPANS_FIELD) {
+            Some(v) => parse_spans(v, path, line)?,
+            None => Vec::new(),
+        };
         match object.remove(text_field) {
-            Some(Value::String(text)) => emit(RawDoc { line, text })?,
+            Some(Value::String(text)) => emit(RawDoc { line, text, answer_spans })?,
             Some(other) => {
                 bail!("{}:{line}: field `{text_field}` is {}, expected a string", path.display(), kind_of(&other))
             }
@@ -88,11 +113,11 @@ fn read_plain(path: &Path, doc_separator: Option<&str>, emit: &mut dyn FnMut(Raw
         }
     };
     let Some(sep) = doc_separator else {
-        return emit(RawDoc { line: 1, text });
+        return emit(RawDoc { line: 1, text, answer_spans: Vec::new() });
     };
     let mut line = 1;
     for piece in text.split(sep) {
-        emit(RawDoc { line, text: piece.to_string() })?;
+        emit(RawDoc { line, text: piece.to_string(), answer_spans: Vec::new() })?;
         line += piece.matches('\n').count() + sep.matches('\n').count();
     }
     Ok(())

@@ -26,6 +26,11 @@ impl Split {
     }
 
     /// Little-endian u64 document boundaries: `n_docs + 1` entries starting at 0.
+    /// One byte per token: 1 where the token is part of a marked answer span.
+    pub fn marks_file(self) -> String {
+        format!("{}.marks", self.name())
+    }
+
     pub fn offsets_file(self) -> String {
         format!("{}.offsets", self.name())
     }

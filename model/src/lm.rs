@@ -80,6 +80,29 @@ fn vocab_tensors(config: &ModelConfig) -> Vec<&'static str> {
 }
 
 impl CausalLm {
+    /// Writes a randomly initialised checkpoint for `config` with `tokenizer` into `out`: the
+    /// starting point for pretraining from scratch. Matrices and embeddings ~ N(0, 0.02²) (the
+    /// transformers default), norm gains 1, biases 0; seeded.
+    pub fn init_random(config: ModelConfig, tokenizer: &Tokenizer, out: &Path, seed: u64) -> Result<()> {
+        let (specs, _) = tensor_specs(&config)?;
+        tch::manual_seed(seed as i64);
+        let mut weights = Weights::new();
+        for s in &specs {
+            let is_gain = s.shape.len() == 1 && (s.name.contains("norm") || s.name.contains("ln_")) && s.name.ends_with(".weight");
+            let t = if is_gain {
+                Tensor::ones(&s.shape, (Kind::Float, Device::Cpu))
+            } else if s.shape.len() == 1 {
+                Tensor::zeros(&s.shape, (Kind::Float, Device::Cpu))
+            } else {
+                Tensor::randn(&s.shape, (Kind::Float, Device::Cpu)) * 0.02
+            };
+            weights.insert(s.name.clone(), t);
+        }
+        let net = build_net(&config, &weights, Device::Cpu)?;
+        let lm = CausalLm { config, weights, net, kind: Kind::Float, device: Device::Cpu, stored_kind: Kind::Float, source_dir: out.to_path_buf() };
+        lm.save(out, tokenizer, Some(Kind::Float))
+    }
+
     /// Loads `dir` (config.json + safetensors) with parameters in `kind` on `device`.
     pub fn load(dir: &Path, kind: Kind, device: Device) -> Result<CausalLm> {
         if !dir.is_dir() {

@@ -36,6 +36,13 @@ impl Tokenizer {
         Ok(enc.get_ids().iter().map(|&i| i as i64).collect())
     }
 
+    /// Token ids with each token's character span `(start, end)` in `text` (special tokens added
+    /// by the post-processor have an empty span).
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<i64>, Vec<(usize, usize)>)> {
+        let enc = self.inner.encode_char_offsets(text, true).map_err(|e| anyhow!("cannot tokenize: {e}"))?;
+        Ok((enc.get_ids().iter().map(|&i| i as i64).collect(), enc.get_offsets().to_vec()))
+    }
+
     /// Text for ids, special tokens kept (so thought delimiters stay visible).
     pub fn decode(&self, ids: &[i64]) -> Result<String> {
         let ids: Vec<u32> = ids.iter().map(|&i| u32::try_from(i)).collect::<Result<_, _>>().context("negative token id")?;

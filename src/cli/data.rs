@@ -3,13 +3,40 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use rlp_data::{prepare, PrepareOptions};
+use rlp_data::{prepare, synth, PrepareOptions, SynthOptions};
 use rlp_model::Tokenizer;
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
     /// Tokenize documents (plain text files, or JSONL with a text field) into OUTPUT.
     Prepare(PrepareArgs),
+    /// Write the built-in procedural corpus (arithmetic and list tasks with and without worked
+    /// thoughts), its held-out problems, and a word-level tokenizer.
+    Synth(SynthArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Documents per training file.
+    #[arg(long, default_value_t = 2000)]
+    pub documents: usize,
+    /// Statements per document.
+    #[arg(long, default_value_t = 8)]
+    pub statements: usize,
+    #[arg(long, default_value_t = 9)]
+    pub max_operand: u32,
+    /// Problems have 2 to 2 + DIFFICULTY operands.
+    #[arg(long, default_value_t = 1)]
+    pub difficulty: usize,
+    /// Fraction of the problem space reserved for held-out evaluation.
+    #[arg(long, default_value_t = 0.2)]
+    pub heldout_fraction: f64,
+    #[arg(long, default_value_t = 200)]
+    pub eval_problems: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Args, Debug)]
@@ -42,7 +69,36 @@ pub struct PrepareArgs {
 }
 
 pub fn run(cmd: DataCommand) -> Result<()> {
-    let DataCommand::Prepare(a) = cmd;
+    match cmd {
+        DataCommand::Prepare(a) => run_prepare(a),
+        DataCommand::Synth(a) => run_synth(a),
+    }
+}
+
+fn run_synth(a: SynthArgs) -> Result<()> {
+    let opts = SynthOptions {
+        documents: a.documents,
+        statements: a.statements,
+        max_operand: a.max_operand,
+        difficulty: a.difficulty,
+        heldout_fraction: a.heldout_fraction,
+        eval_problems: a.eval_problems,
+        seed: a.seed,
+        ..SynthOptions::new(a.output.clone())
+    };
+    let s = synth(&opts)?;
+    eprintln!(
+        "wrote {} ({} documents per training file, {} statements each) and a {}-word tokenizer in {}",
+        s.files.iter().filter_map(|f| f.file_name()).map(|f| f.to_string_lossy().to_string()).collect::<Vec<_>>().join(", "),
+        a.documents,
+        a.statements,
+        s.vocab,
+        a.output.join("tokenizer").display()
+    );
+    Ok(())
+}
+
+fn run_prepare(a: PrepareArgs) -> Result<()> {
     if !(0.0..1.0).contains(&a.heldout_fraction) {
         bail!("--heldout-fraction must be in [0, 1), got {}", a.heldout_fraction);
     }

@@ -1,6 +1,9 @@
 //! Subcommands and what they share: model options, JSONL input, progress display.
+pub mod ablate;
 pub mod data;
+pub mod eval;
 pub mod generate;
+pub mod init;
 pub mod input;
 pub mod score;
 pub mod train;

@@ -88,6 +88,9 @@ pub enum PositionStrategy {
     Entropy,
     /// RPT: positions where a proxy model's entropy over its top-k next tokens exceeds `threshold`.
     ProxyEntropy,
+    /// Up to `per_doc` of the tokens the data marks as answers (`answer_spans`, e.g. the
+    /// built-in corpus of `rlp data synth`).
+    Marked,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -284,11 +287,15 @@ pub struct EvalSection {
     pub positions: usize,
     /// Also evaluate with a greedy thought before each position.
     pub with_thought: bool,
+    /// A prepared dataset to evaluate on (its train split); default: the held-out split of
+    /// `data.path`, or its train split when nothing is held out. When the data marks answer
+    /// tokens, those are the evaluated positions.
+    pub data: Option<PathBuf>,
 }
 
 impl Default for EvalSection {
     fn default() -> Self {
-        EvalSection { every: 0, positions: 32, with_thought: true }
+        EvalSection { every: 0, positions: 32, with_thought: true, data: None }
     }
 }
 

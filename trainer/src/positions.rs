@@ -114,6 +114,17 @@ impl ContextSource {
                 picked
             }
             PositionStrategy::Every => range.step_by(cfg.stride).collect(),
+            PositionStrategy::Marked => {
+                let marked: Vec<usize> = match self.dataset.marks(doc) {
+                    Some(m) => range.filter(|&t| m[t] != 0).collect(),
+                    None => bail!("positions.strategy = \"marked\" needs data with answer marks (JSONL `answer_spans`, as `rlp data synth` writes)"),
+                };
+                let mut rng = doc_rng(self.seed, epoch, doc, POSITION_SALT);
+                let k = cfg.per_doc.min(marked.len());
+                let mut picked: Vec<usize> = sample(&mut rng, marked.len(), k).into_iter().map(|i| marked[i]).collect();
+                picked.sort_unstable();
+                picked
+            }
             PositionStrategy::Entropy => {
                 let entropy = self.doc_entropy(doc, scorer, None)?;
                 let mut cands: Vec<usize> = range.filter(|&t| t < entropy.len()).collect();
@@ -153,28 +164,31 @@ impl ContextSource {
     }
 }
 
-/// Contexts for held-out evaluation: `count` positions drawn once, deterministically, from
-/// `dataset` (random strategy, one per document).
+/// Contexts for held-out evaluation: `count` positions chosen once, deterministically, from
+/// `dataset`: one random position per document, or, when the data marks answer tokens, each
+/// document's marked positions in order (answer-token accuracy).
 pub fn eval_contexts(dataset: &Dataset, count: usize, min_context: usize, max_context: usize, seed: u64) -> Vec<Context> {
     let mut out = Vec::new();
-    let n_docs = dataset.num_docs();
-    for doc in 0..n_docs {
-        if out.len() >= count {
-            break;
-        }
+    let marked = dataset.has_marks();
+    for doc in 0..dataset.num_docs() {
         let tokens = dataset.doc(doc);
         if tokens.len() < min_context + 1 {
             continue;
         }
-        let mut rng = doc_rng(seed, 0, doc, POSITION_SALT + 1);
-        let t = min_context + sample(&mut rng, tokens.len() - min_context, 1).index(0);
-        let start = t.saturating_sub(max_context);
-        out.push(Context {
-            doc,
-            t,
-            ids: tokens[start..t].iter().map(|&x| x as i64).collect(),
-            targets: vec![tokens[t] as i64],
-        });
+        let positions: Vec<usize> = match dataset.marks(doc).filter(|_| marked) {
+            Some(m) => (min_context..tokens.len()).filter(|&t| m[t] != 0).collect(),
+            None => {
+                let mut rng = doc_rng(seed, 0, doc, POSITION_SALT + 1);
+                vec![min_context + sample(&mut rng, tokens.len() - min_context, 1).index(0)]
+            }
+        };
+        for t in positions {
+            if out.len() >= count {
+                return out;
+            }
+            let start = t.saturating_sub(max_context);
+            out.push(Context { doc, t, ids: tokens[start..t].iter().map(|&x| x as i64).collect(), targets: vec![tokens[t] as i64] });
+        }
     }
     out
 }

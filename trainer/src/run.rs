@@ -94,7 +94,8 @@ impl Trainer {
 
     pub fn evaluate(&self) -> Result<std::collections::BTreeMap<String, f64>> {
         let opts = EvalOptions {
-            with_thought: self.cfg.eval.with_thought && self.cfg.uses_thoughts(),
+            // Also for the next-token objective: does plain training keep the ability to think?
+            with_thought: self.cfg.eval.with_thought,
             max_thought_tokens: self.cfg.thought.max_tokens,
             batch: self.cfg.rollout.micro_batch * self.cfg.rollout.group_size,
         };

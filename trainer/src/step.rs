@@ -180,6 +180,7 @@ impl Trainer {
         m.insert("optim/lr".into(), lr);
         let tokens: usize = contexts.iter().map(|c| c.ids.len() + c.targets.len()).sum::<usize>() * g + lengths.iter().sum::<f64>() as usize;
         let elapsed = start.elapsed().as_secs_f64();
+        m.insert("perf/tokens".into(), tokens as f64);
         m.insert("perf/tokens_per_s".into(), tokens as f64 / elapsed);
         m.insert("time/rollout".into(), t_rollout);
         m.insert("time/score".into(), t_score);
@@ -227,6 +228,7 @@ impl Trainer {
         m.insert("loss/total".into(), total);
         m.insert("optim/grad_norm".into(), grad_norm);
         m.insert("optim/lr".into(), lr);
+        m.insert("perf/tokens".into(), tokens as f64);
         m.insert("perf/tokens_per_s".into(), tokens as f64 / start.elapsed().as_secs_f64());
         m.insert("time/update".into(), start.elapsed().as_secs_f64());
         self.step += 1;

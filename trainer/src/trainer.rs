@@ -96,8 +96,11 @@ impl Trainer {
         }
         let contexts = ContextSource::new(dataset, &cfg.positions, cfg.data.max_context, cfg.reward.n_true, cfg.data.seed, rank, world, state.cursor)?;
 
-        let heldout = Dataset::open(&data_dir, Split::Heldout).ok().filter(|d| d.num_docs() > 0);
-        let eval_set = heldout.as_ref().unwrap_or(contexts.dataset());
+        let eval_data = match &cfg.eval.data {
+            Some(dir) => Some(Dataset::open(dir, Split::Train).with_context(|| format!("cannot open eval.data {}", dir.display()))?),
+            None => Dataset::open(&data_dir, Split::Heldout).ok().filter(|d| d.num_docs() > 0),
+        };
+        let eval_set = eval_data.as_ref().unwrap_or(contexts.dataset());
         let eval_contexts = if cfg.eval.every > 0 {
             eval_contexts(eval_set, cfg.eval.positions, cfg.positions.min_context, cfg.data.max_context, cfg.data.seed)
         } else {

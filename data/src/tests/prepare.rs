@@ -185,7 +185,7 @@ fn output_bytes_identical_across_thread_counts_and_chunk_sizes() {
     // Small chunks split across threads in the middle of the corpus.
     let (sum4, small) = run("t4", 2, 97);
     assert!(sum1.heldout_documents > 0 && sum1.skipped_short > 0, "{sum1:?}");
-    assert_eq!(one.len(), 5, "train/heldout tokens+offsets and meta.json");
+    assert_eq!(one.len(), 7, "train/heldout tokens+offsets+marks and meta.json");
     for (sum, other) in [(sum2, two), (sum3, tiny), (sum4, small)] {
         assert_eq!(sum, sum1);
         assert_eq!(one.len(), other.len());
@@ -347,4 +347,29 @@ fn existing_output_needs_overwrite_and_other_directories_are_never_replaced() {
     let e = s.err(&o);
     assert!(e.contains("not a prepared dataset"), "{e}");
     assert!(other.join("precious.txt").is_file());
+}
+
+#[test]
+fn answer_spans_mark_the_overlapping_tokens() {
+    let s = setup();
+    // "the answer is 42 ." with the span of "42" marked; a second line without spans.
+    let text = "the cat sat on the mat";
+    let line1 = serde_json::json!({"text": text, "answer_spans": [[8, 11]]}).to_string(); // "sat"
+    let line2 = serde_json::json!({"text": "the mat"}).to_string();
+    let f = s.dir().join("marked.jsonl");
+    std::fs::write(&f, format!("{line1}\n{line2}\n")).unwrap();
+    let opts = s.opts(vec![f.clone()], "marked");
+    prepare(&s.tok, &opts).unwrap();
+    let ds = Dataset::open(&opts.output, Split::Train).unwrap();
+    let (ids, offsets) = s.tok.encode_with_offsets(text).unwrap();
+    let want: Vec<u8> = offsets.iter().map(|&(a, b)| u8::from(a < b && a < 11 && 8 < b)).collect();
+    assert_eq!(ds.doc_i64(0), ids);
+    assert_eq!(ds.marks(0).unwrap(), &want[..]);
+    assert_eq!(want.iter().filter(|&&m| m == 1).count(), 1, "exactly the token `sat`");
+    assert!(ds.marks(1).unwrap().iter().all(|&m| m == 0));
+    assert!(ds.has_marks());
+    let bad = s.dir().join("bad-spans.jsonl");
+    std::fs::write(&bad, "{\"text\": \"a b\", \"answer_spans\": [[3, 1]]}\n").unwrap();
+    let err = prepare(&s.tok, &s.opts(vec![bad], "bad-spans")).unwrap_err();
+    assert!(format!("{err:#}").contains("bad-spans.jsonl:1"), "{err:#}");
 }
