@@ -4,30 +4,19 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 
-fn rlp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rlp")).args(args).output().expect("run rlp")
-}
 
-fn ok(args: &[&str]) -> Output {
-    let out = rlp(args);
-    assert!(out.status.success(), "rlp {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
-}
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 fn base_config() -> String {
     root().join("configs/cpu-small.toml").to_str().unwrap().to_string()

@@ -4,36 +4,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
 use std::sync::OnceLock;
 
 use common::*;
 use serde_json::{json, Value};
 
-fn rlp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rlp")).args(args).output().expect("run rlp")
-}
 
-fn ok(args: &[&str]) -> Output {
-    let out = rlp(args);
-    assert!(out.status.success(), "rlp {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
-}
 
-fn fails_with(args: &[&str], needle: &str) {
-    let out = rlp(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "rlp {args:?} should fail; stderr:\n{err}");
-    assert!(err.contains(needle), "rlp {args:?}: expected `{needle}` in:\n{err}");
-    assert!(err.starts_with("error: ") || err.contains("\nerror: "), "not a clean error:\n{err}");
-    for bad in ["panicked", "backtrace", "internal failure"] {
-        assert!(!err.contains(bad), "rlp {args:?}: `{bad}` in:\n{err}");
-    }
-}
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 /// A tiny random Qwen3 (its tokenizer lacks `<think>`, so `--think` adds the delimiters), made once.
 fn model() -> &'static Path {

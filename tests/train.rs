@@ -3,34 +3,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use common::*;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
-fn rlp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rlp")).args(args).output().expect("run rlp")
-}
 
-fn ok(args: &[&str]) -> Output {
-    let out = rlp(args);
-    assert!(out.status.success(), "rlp {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
-}
 
-fn fails_with(args: &[&str], needle: &str) {
-    let out = rlp(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "rlp {args:?} should fail");
-    assert!(err.contains(needle), "rlp {args:?}: expected `{needle}` in:\n{err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 fn config() -> String {
     root().join("configs/cpu-small.toml").to_str().unwrap().to_string()
@@ -284,6 +266,7 @@ fn bad_configs_name_the_culprit() {
     fails_with(&base(&["--set", "preset=\"alphazero\""]), "unknown preset `alphazero`");
     fails_with(&base(&["--set", "rollout.micro_batch=3"]), "rollout.micro_batch (3) must divide rollout.contexts_per_step (8)");
     fails_with(&base(&["--set", "model.device=\"tpu\""]), "unknown device `tpu`");
+    fails_with(&base(&["--set", "data.max_context=5000"]), "exceeds the model's 2048 positions");
     fails_with(&["train", "--config", "/no/such.toml"], "/no/such.toml");
     fails_with(&["train", "--config", &config(), "--data", s(&f.data)], "no model: set model.path");
     fails_with(&["train", "--config", &config(), "--model", s(&f.model), "--data", "/no/data"], "/no/data");

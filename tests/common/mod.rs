@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use tch::Tensor;
@@ -69,4 +69,33 @@ pub fn ids_of(t: &Tensor) -> Vec<i64> {
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shape mismatch");
     (a.to_kind(tch::Kind::Float) - b.to_kind(tch::Kind::Float)).abs().max().double_value(&[])
+}
+
+/// Runs the `rlp` binary of this build.
+pub fn rlp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rlp")).args(args).output().expect("run rlp")
+}
+
+/// Runs `rlp` and requires success.
+pub fn ok(args: &[&str]) -> Output {
+    let out = rlp(args);
+    assert!(out.status.success(), "rlp {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Runs `rlp` and requires a clean failure: non-zero exit, an `error:` line containing `needle`,
+/// no panic or backtrace.
+pub fn fails_with(args: &[&str], needle: &str) {
+    let out = rlp(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "rlp {args:?} should fail; stderr:\n{err}");
+    assert!(err.contains(needle), "rlp {args:?}: expected `{needle}` in:\n{err}");
+    assert!(err.starts_with("error: ") || err.contains("\nerror: "), "not a clean error:\n{err}");
+    for bad in ["panicked", "backtrace", "internal failure"] {
+        assert!(!err.contains(bad), "rlp {args:?}: `{bad}` in:\n{err}");
+    }
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
 }

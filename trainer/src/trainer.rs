@@ -55,6 +55,18 @@ impl Trainer {
         let delim_ids = policy.add_special_tokens(&mut tokenizer, &[&cfg.thought.open, &cfg.thought.close])?;
         let delims = Delimiters { open: delim_ids[0], close: delim_ids[1] };
 
+        // Scored rows are context ⊕ <think> thought </think> ⊕ answer ⊕ true tokens.
+        let longest = cfg.data.max_context + cfg.thought.max_tokens + 2 + cfg.thought.answer_tokens + cfg.reward.n_true;
+        anyhow::ensure!(
+            longest as i64 <= policy.max_positions(),
+            "data.max_context ({}) + thought.max_tokens ({}) + 2 delimiters + thought.answer_tokens ({}) + reward.n_true ({}) = {longest} \
+             exceeds the model's {} positions",
+            cfg.data.max_context,
+            cfg.thought.max_tokens,
+            cfg.thought.answer_tokens,
+            cfg.reward.n_true,
+            policy.max_positions()
+        );
         let ema = if cfg.uses_thoughts() && cfg.reward.baseline == Baseline::Ema { Some(Ema::new(&policy, cfg.ema.decay)?) } else { None };
         let reference = if cfg.uses_thoughts() && cfg.loss.kl_coef > 0.0 {
             // The reference is the model the run started from, also after a resume.
