@@ -1,9 +1,10 @@
 //! What a finished run left behind, read back: its latest checkpoint's step, `metrics.jsonl` as
 //! one step → value series per key, and the wall time `ablate.json` recorded.
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
+use rlp_trainer::checkpoint;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -39,29 +40,13 @@ impl RunRecord {
     }
 }
 
-/// The step of the latest complete checkpoint (`checkpoints/step-N/state.json`), if any.
+/// The step of the latest complete checkpoint of a run, if any (read the way the trainer's own
+/// `--resume` reads it).
 pub fn latest_checkpoint_step(run_dir: &Path) -> Result<Option<usize>> {
-    let dir = run_dir.join("checkpoints");
-    if !dir.is_dir() {
-        return Ok(None);
+    match checkpoint::latest(run_dir)? {
+        Some(ckpt) => Ok(Some(checkpoint::read_state(&ckpt)?.step)),
+        None => Ok(None),
     }
-    let mut latest: Option<(usize, PathBuf)> = None;
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
-        // The trainer writes state.json last; a folder without it is an unfinished checkpoint.
-        let Some(n) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("step-")).and_then(|n| n.parse::<usize>().ok()) else {
-            continue;
-        };
-        if path.join("state.json").is_file() && latest.as_ref().is_none_or(|(m, _)| n > *m) {
-            latest = Some((n, path));
-        }
-    }
-    let Some((_, path)) = latest else { return Ok(None) };
-    let state = path.join("state.json");
-    let text = std::fs::read_to_string(&state).with_context(|| format!("cannot read {}", state.display()))?;
-    let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", state.display()))?;
-    let step = v.get("step").and_then(Value::as_u64).with_context(|| format!("{} has no \"step\"", state.display()))?;
-    Ok(Some(step as usize))
 }
 
 /// One metric over steps.

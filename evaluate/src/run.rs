@@ -9,7 +9,7 @@ use std::fmt;
 
 use anyhow::{bail, ensure, Context, Result};
 use rlp_model::{CausalLm, Tokenizer};
-use rlp_rollout::{generate, prefill, sample_thoughts, Delimiters, Finish, Generation, SamplingParams, Thought};
+use rlp_rollout::{derive_seed, generate, prefill, sample_thoughts, Delimiters, Finish, Generation, SamplingParams, Thought};
 use serde_json::{json, Value};
 
 use crate::extract::{cut_at_stop, extract};
@@ -85,18 +85,11 @@ pub fn prepare_thoughts(lm: &mut CausalLm, tok: &mut Tokenizer, open: &str, clos
 /// seed and batch size is identical. Hashed rather than `seed + batch` so that the thought and
 /// answer phases, and neighbouring seeds, never share a stream.
 pub fn batch_seed(seed: u64, batch: usize, phase: u64) -> u64 {
-    splitmix64(seed ^ splitmix64(((batch as u64) << 1) | (phase & 1)))
+    derive_seed(&[seed, batch as u64, phase])
 }
 
 const PHASE_THOUGHT: u64 = 0;
 const PHASE_ANSWER: u64 = 1;
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// One of a problem's k samples.
 #[derive(Debug, Clone, PartialEq)]

@@ -141,6 +141,6 @@ impl Decoder<'_> {
 
 /// Samples a continuation of every prompt.
 pub fn generate(lm: &CausalLm, prompts: &[Vec<i64>], p: &SamplingParams) -> Result<Vec<Generation>> {
-    p.validate()?;
+    p.validate()?; // before the prefill, so bad parameters cost no forward pass
     prefill(lm, prompts, p.max_new_tokens)?.run(p)
 }

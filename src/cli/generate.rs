@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use rlp_rollout::{generate, SamplingParams};
+use rlp_rollout::{derive_seed, generate, SamplingParams};
 use serde_json::json;
 
 use super::{input, progress, ModelArgs};
@@ -67,7 +67,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     for (chunk_index, chunk) in records.chunks(a.batch_size).enumerate() {
         let prompts: Vec<Vec<i64>> = chunk.iter().map(|r| r.ids.clone()).collect();
         // Each batch gets its own seed so a line's sample does not depend on the batches before it.
-        let batch_params = SamplingParams { seed: a.seed.wrapping_add(chunk_index as u64), ..params.clone() };
+        let batch_params = SamplingParams { seed: derive_seed(&[a.seed, chunk_index as u64]), ..params.clone() };
         let gens = generate(&lm, &prompts, &batch_params)?;
         for g in gens {
             let line = json!({

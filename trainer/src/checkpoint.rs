@@ -117,12 +117,17 @@ impl Trainer {
     }
 }
 
+/// The trainer state (`state.json`) of checkpoint `ckpt`.
+pub fn read_state(ckpt: &Path) -> Result<TrainerState> {
+    let path = ckpt.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a valid trainer state", path.display()))
+}
+
 /// Restores optimizer and EMA state from `ckpt` and returns its trainer state.
 /// (The policy itself is loaded from `ckpt/model` by the caller.)
 pub fn load_state(ckpt: &Path, optim: &mut AdamW, ema: Option<&mut Ema>) -> Result<TrainerState> {
-    let path = ckpt.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let state: TrainerState = serde_json::from_str(&text).with_context(|| format!("{} is not a valid trainer state", path.display()))?;
+    let state = read_state(ckpt)?;
     let device = optim.device();
     optim
         .load_state(read_tensors(&ckpt.join(OPTIMIZER_FILE), device)?, state.optimizer_steps)

@@ -2,13 +2,17 @@
 //! with a greedy thought, side by side: does thinking help predict what comes next?
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use rlp_model::CausalLm;
 use rlp_rollout::{sample_thoughts, Delimiters, SamplingParams};
 use tch::Kind;
 
 use crate::positions::Context;
 use crate::score::{no_think_rows, score_tokens, thought_rows};
+
+fn hits(s: &crate::score::TokenScores) -> Result<&tch::Tensor> {
+    s.hit.as_ref().context("internal: scores computed without stats")
+}
 
 pub struct EvalOptions {
     pub with_thought: bool,
@@ -24,18 +28,18 @@ pub fn evaluate(lm: &CausalLm, delims: Delimiters, contexts: &[Context], opts: &
     let (mut nll0, mut acc0, mut nll1, mut acc1, mut len1) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for chunk in firsts.chunks(opts.batch.max(1)) {
         let (rows, at) = no_think_rows(chunk);
-        let s = score_tokens(lm, &rows, &at, 1.0);
+        let s = score_tokens(lm, &rows, &at, 1.0, true);
         nll0 -= s.logp.sum(Kind::Float).double_value(&[]);
-        acc0 += s.hit.sum(Kind::Float).double_value(&[]);
+        acc0 += hits(&s)?.sum(Kind::Float).double_value(&[]);
         if opts.with_thought {
             let greedy = SamplingParams { temperature: 0.0, max_new_tokens: opts.max_thought_tokens, ..Default::default() };
             let ids: Vec<Vec<i64>> = chunk.iter().map(|c| c.ids.clone()).collect();
             let thoughts = sample_thoughts(lm, &ids, delims, 1, &greedy)?;
             len1 += thoughts.iter().flatten().map(|t| t.inner().len() as f64).sum::<f64>();
             let tr = thought_rows(chunk, &thoughts);
-            let s = score_tokens(lm, &tr.rows, &tr.target_at, 1.0);
+            let s = score_tokens(lm, &tr.rows, &tr.target_at, 1.0, true);
             nll1 -= s.logp.sum(Kind::Float).double_value(&[]);
-            acc1 += s.hit.sum(Kind::Float).double_value(&[]);
+            acc1 += hits(&s)?.sum(Kind::Float).double_value(&[]);
         }
     }
     let n = firsts.len().max(1) as f64;

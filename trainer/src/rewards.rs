@@ -53,7 +53,7 @@ pub fn answer_rewards(lm: &CausalLm, tok: &Tokenizer, cfg: &TrainConfig, context
             .unzip();
         let p = {
             let _g = tch::no_grad_guard();
-            let s = score_tokens(lm, &rows, &at, 1.0);
+            let s = score_tokens(lm, &rows, &at, 1.0, false);
             (s.logp.exp() * &s.mask).sum_dim_intlist(-1, false, Kind::Float).to_device(tch::Device::Cpu)
         };
         let p = p.view([contexts.len() as i64, g as i64]);

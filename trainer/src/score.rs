@@ -13,21 +13,23 @@ pub struct TokenScores {
     pub logp: Tensor,
     /// `[N, K]` float 1 where an index was requested, 0 for padding.
     pub mask: Tensor,
-    /// `[N, K]` entropy of the (tempered) predictive distribution, detached.
-    pub entropy: Tensor,
-    /// `[N, K]` float 1 where the argmax prediction equals the token.
-    pub hit: Tensor,
+    /// `[N, K]` entropy of the (tempered) predictive distribution, detached; only when asked
+    /// for (`with_stats`), since it is another pass over `[N, K, vocab]`.
+    pub entropy: Option<Tensor>,
+    /// `[N, K]` float 1 where the argmax prediction equals the token; only with `with_stats`.
+    pub hit: Option<Tensor>,
 }
 
 /// Runs `lm` over `rows` (right-padded) and scores `rows[n][i]` for every `i` in `at[n]`
-/// (each `i >= 1`). Differentiable unless called under `no_grad`.
-pub fn score_tokens(lm: &CausalLm, rows: &[Vec<i64>], at: &[Vec<usize>], temperature: f64) -> TokenScores {
+/// (each `i >= 1`). Differentiable unless called under `no_grad`. `with_stats` also gives each
+/// position's entropy and whether the argmax was right.
+pub fn score_tokens(lm: &CausalLm, rows: &[Vec<i64>], at: &[Vec<usize>], temperature: f64, with_stats: bool) -> TokenScores {
     let batch = PaddedBatch::new(rows, 0, Padding::Right, lm.device());
     let hidden = lm.forward(&batch.ids, &batch.positions, batch.key_valid(), None);
-    scores_from_hidden(lm, &hidden, &batch.ids, at, temperature)
+    scores_from_hidden(lm, &hidden, &batch.ids, at, temperature, with_stats)
 }
 
-pub fn scores_from_hidden(lm: &CausalLm, hidden: &Tensor, ids: &Tensor, at: &[Vec<usize>], temperature: f64) -> TokenScores {
+pub fn scores_from_hidden(lm: &CausalLm, hidden: &Tensor, ids: &Tensor, at: &[Vec<usize>], temperature: f64, with_stats: bool) -> TokenScores {
     let device = lm.device();
     let n = at.len() as i64;
     let k = at.iter().map(Vec::len).max().unwrap_or(0).max(1) as i64;
@@ -52,9 +54,14 @@ pub fn scores_from_hidden(lm: &CausalLm, hidden: &Tensor, ids: &Tensor, at: &[Ve
     let logits = if temperature == 1.0 { logits } else { logits / temperature };
     let logp_all = logits.log_softmax(-1, Kind::Float);
     let logp = logp_all.gather(-1, &tokens.unsqueeze(-1), false).squeeze_dim(-1) * &mask;
-    let detached = logp_all.detach();
-    let entropy = -(detached.exp() * &detached).sum_dim_intlist(-1, false, Kind::Float) * &mask;
-    let hit = detached.argmax(-1, false).eq_tensor(&tokens).to_kind(Kind::Float) * &mask;
+    let (entropy, hit) = if with_stats {
+        let detached = logp_all.detach();
+        let entropy = -(detached.exp() * &detached).sum_dim_intlist(-1, false, Kind::Float) * &mask;
+        let hit = detached.argmax(-1, false).eq_tensor(&tokens).to_kind(Kind::Float) * &mask;
+        (Some(entropy), Some(hit))
+    } else {
+        (None, None)
+    };
     TokenScores { logp, mask, entropy, hit }
 }
 
@@ -99,18 +106,19 @@ pub struct ThoughtScores {
     /// `[N, K]` differentiable log-probs of the actions at the loss temperature.
     pub logp: Tensor,
     pub mask: Tensor,
-    pub entropy: Tensor,
+    /// Per-action entropy, when asked for (the top-ρ entropy mask).
+    pub entropy: Option<Tensor>,
     /// `[N]` S_pred = Σ_s log p_θ(x_{t+s} | x_<t, thought, x_t..x_{t+s−1}), detached.
     pub s_pred: Tensor,
 }
 
 /// One forward for both the policy's action log-probs (with gradient) and S_pred (without):
 /// the same θ that sampled the thoughts scores them, as in RLP's Algorithm 1.
-pub fn score_thoughts(lm: &CausalLm, tr: &ThoughtRows, temperature: f64) -> ThoughtScores {
+pub fn score_thoughts(lm: &CausalLm, tr: &ThoughtRows, temperature: f64, with_entropy: bool) -> ThoughtScores {
     let batch = PaddedBatch::new(&tr.rows, 0, Padding::Right, lm.device());
     let hidden = lm.forward(&batch.ids, &batch.positions, batch.key_valid(), None);
-    let actions = scores_from_hidden(lm, &hidden, &batch.ids, &tr.action_at, temperature);
-    let targets = scores_from_hidden(lm, &hidden.detach(), &batch.ids, &tr.target_at, 1.0);
+    let actions = scores_from_hidden(lm, &hidden, &batch.ids, &tr.action_at, temperature, with_entropy);
+    let targets = scores_from_hidden(lm, &hidden.detach(), &batch.ids, &tr.target_at, 1.0, false);
     ThoughtScores { logp: actions.logp, mask: actions.mask, entropy: actions.entropy, s_pred: targets.logp.detach().sum_dim_intlist(-1, false, Kind::Float) }
 }
 
@@ -119,7 +127,7 @@ pub fn score_thoughts(lm: &CausalLm, tr: &ThoughtRows, temperature: f64) -> Thou
 pub fn no_think_scores(lm: &CausalLm, contexts: &[Context]) -> Tensor {
     let _g = tch::no_grad_guard();
     let (rows, at) = no_think_rows(contexts);
-    score_tokens(lm, &rows, &at, 1.0).logp.sum_dim_intlist(-1, false, Kind::Float)
+    score_tokens(lm, &rows, &at, 1.0, false).logp.sum_dim_intlist(-1, false, Kind::Float)
 }
 
 /// Rows `context ⊕ targets` and the indices of the targets.
@@ -134,7 +142,7 @@ pub fn no_think_rows(contexts: &[Context]) -> (Vec<Vec<i64>>, Vec<Vec<usize>>) {
 pub fn next_token_nll(lm: &CausalLm, rows: &[Vec<i64>]) -> (Tensor, usize) {
     let at: Vec<Vec<usize>> = rows.iter().map(|r| (1..r.len()).collect()).collect();
     let count: usize = at.iter().map(Vec::len).sum();
-    let s = score_tokens(lm, rows, &at, 1.0);
+    let s = score_tokens(lm, rows, &at, 1.0, false);
     (-(s.logp.sum(Kind::Float)) / count.max(1) as f64, count)
 }
 

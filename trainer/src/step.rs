@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use rlp_reward::{advantages, aggregate, entropy_top_mask, info_gain, kl_k3, policy_loss, Baseline, RewardKind};
-use rlp_rollout::{generate, sample_thoughts, SamplingParams, Thought};
+use rlp_reward::{advantages, aggregate, entropy_top_mask, gain_reward, info_gain, kl_k3, policy_loss, Baseline, RewardKind};
+use rlp_rollout::{derive_seed, generate, sample_thoughts, SamplingParams, Thought};
 use tch::{Kind, Tensor};
 
 use crate::adamw::{clip_grad_norm, zero_grad};
@@ -29,12 +29,14 @@ pub struct StepOutput {
     pub loss: f64,
 }
 
-/// Seeds for step `step` of rank `rank`: distinct per step and rank, reproducible on resume.
-pub fn step_seed(run_seed: u64, step: usize, rank: usize) -> u64 {
-    let mut z = run_seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (rank as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) >> 1 // libtorch takes the seed as a signed integer
+/// Sampling phases of a step, mixed into its seed.
+const PHASE_THOUGHTS: u64 = 0;
+const PHASE_ANSWERS: u64 = 1;
+
+/// The seed of one sampling phase of step `step` on rank `rank`: distinct per step, rank and
+/// phase, and reproducible on resume.
+pub fn step_seed(run_seed: u64, step: usize, rank: usize, phase: u64) -> u64 {
+    derive_seed(&[run_seed, step as u64, rank as u64, phase])
 }
 
 impl Trainer {
@@ -58,7 +60,7 @@ impl Trainer {
             top_k: cfg.thought.top_k,
             max_new_tokens: cfg.thought.max_tokens,
             stop_ids: vec![],
-            seed: step_seed(cfg.train.seed, self.step, self.rank),
+            seed: step_seed(cfg.train.seed, self.step, self.rank, PHASE_THOUGHTS),
         };
         let ids: Vec<Vec<i64>> = contexts.iter().map(|c| c.ids.clone()).collect();
         let mut thoughts = sample_thoughts(&self.policy, &ids, self.delims, g, &sampling)?;
@@ -100,28 +102,24 @@ impl Trainer {
             for first in (0..b).step_by(mb) {
                 let ctx = &contexts[first..first + mb];
                 let rows = thought_rows(ctx, &thoughts[first..first + mb]);
-                let sc = score_thoughts(&self.policy, &rows, lp_temperature);
+                let sc = score_thoughts(&self.policy, &rows, lp_temperature, cfg.loss.entropy_top_ratio < 1.0);
                 let range = first as i64..(first + mb) as i64;
                 if pass == 0 {
                     let sp = sc.s_pred.view([mb as i64, g as i64]);
                     s_pred.narrow(0, first as i64, mb as i64).copy_(&sp);
                     // r = S_pred − S_ema (RLP Eq. 5; Quiet-STaR's reward with the current model
                     // as baseline), or the answer's prefix-match reward (RPT).
-                    let mut r = match &answer_reward {
+                    let r = match &answer_reward {
                         Some(ar) => ar.narrow(0, first as i64, mb as i64).shallow_clone(),
-                        None => info_gain(&sp, &s_ema.narrow(0, first as i64, mb as i64)),
+                        None => gain_reward(&sp, Some(&s_ema.narrow(0, first as i64, mb as i64)), &cfg.reward),
                     };
-                    if cfg.reward.negative_clamp {
-                        r = r.clamp_min(0.0);
-                    }
                     reward.narrow(0, first as i64, mb as i64).copy_(&r);
                     advantage.narrow(0, first as i64, mb as i64).copy_(&advantages(&r, &cfg.advantage));
                 }
                 let adv = advantage.narrow(0, range.start, mb as i64).reshape([-1]);
-                let mask = if cfg.loss.entropy_top_ratio < 1.0 {
-                    entropy_top_mask(&sc.entropy, &sc.mask, cfg.loss.entropy_top_ratio)
-                } else {
-                    sc.mask.shallow_clone()
+                let mask = match &sc.entropy {
+                    Some(entropy) => entropy_top_mask(entropy, &sc.mask, cfg.loss.entropy_top_ratio),
+                    None => sc.mask.shallow_clone(),
                 };
                 let old = rows.old_logp.to_device(sc.logp.device());
                 let pl = policy_loss(&sc.logp, &old, &adv, &mask, &cfg.loss, cfg.thought.max_tokens as i64);
@@ -132,7 +130,7 @@ impl Trainer {
                     let reference = self.reference_model()?;
                     let ref_logp = {
                         let _g = tch::no_grad_guard();
-                        score_tokens(reference, &rows.rows, &rows.action_at, lp_temperature).logp
+                        score_tokens(reference, &rows.rows, &rows.action_at, lp_temperature, false).logp
                     };
                     let kl = aggregate(&kl_k3(&sc.logp, &ref_logp), &mask, cfg.loss.aggregation, cfg.thought.max_tokens as i64);
                     *sums.entry("loss/kl").or_default() += kl.double_value(&[]);
@@ -255,7 +253,7 @@ impl Trainer {
         let params = SamplingParams {
             max_new_tokens: self.cfg.thought.answer_tokens,
             stop_ids: self.policy.config.eos_token_ids(),
-            seed: sampling.seed.wrapping_add(1),
+            seed: step_seed(self.cfg.train.seed, self.step, self.rank, PHASE_ANSWERS),
             ..sampling.clone()
         };
         let answers = generate(&self.policy, &prompts, &params)?;
