@@ -10,7 +10,7 @@
 //! key at this file. `DEP_TCH_LIBTORCH_LIB` is set because each member depends on torch-sys.
 use std::path::Path;
 
-fn main() {
+pub fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
