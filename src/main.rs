@@ -47,6 +47,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            // Under torchrun or rlp-launch: the launcher reports this as the rank's error.
+            rlp_dist::error_file::record(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

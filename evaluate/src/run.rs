@@ -63,7 +63,7 @@ impl EvalOptions {
     }
 
     fn sampling(&self, seed: u64) -> SamplingParams {
-        SamplingParams { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p, max_new_tokens: self.max_new_tokens, stop_ids: Vec::new(), seed }
+        SamplingParams { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p, max_new_tokens: self.max_new_tokens, stop_ids: Vec::new(), seed, first_row: 0 }
     }
 }
 

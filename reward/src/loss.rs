@@ -26,28 +26,53 @@ use crate::config::{Aggregation, Estimator, LossConfig};
 /// rows. When no token is masked in at all, every mode returns 0 (still attached to the graph).
 /// Values at masked-out positions are ignored even when they are NaN or infinite.
 pub fn aggregate(per_token: &Tensor, mask: &Tensor, mode: Aggregation, l_max: i64) -> Tensor {
+    let m = mask.to_kind(Kind::Float);
+    let row_count = m.sum_dim_intlist(-1, false, Kind::Float);
+    let units = match mode {
+        Aggregation::TokenMean => row_count.sum(Kind::Float),
+        Aggregation::SeqMeanTokenMean | Aggregation::SeqMeanTokenSum => row_count.gt(0.0).to_kind(Kind::Float).sum(Kind::Float),
+        Aggregation::SeqMeanTokenSumNorm => Tensor::from(per_token.size()[0] as f32).to_device(per_token.device()),
+    };
+    aggregate_sum(per_token, mask, mode, l_max) / units.clamp_min(1.0)
+}
+
+/// The numerator of [`aggregate`]: the loss summed over its units (tokens for `token_mean`,
+/// sequences otherwise). Dividing the numerators of all micro-batches on all ranks by the units
+/// of the whole step ([`aggregate_units`], summed across ranks) gives exactly the full batch's
+/// [`aggregate`], whatever the gradient accumulation or the number of ranks.
+pub fn aggregate_sum(per_token: &Tensor, mask: &Tensor, mode: Aggregation, l_max: i64) -> Tensor {
     assert_eq!(per_token.size(), mask.size(), "per-token loss and mask shapes differ");
     assert_eq!(per_token.dim(), 2, "per-token loss must be [N, L], got shape {:?}", per_token.size());
     let m = mask.to_kind(Kind::Float);
     let weighted = per_token.to_kind(Kind::Float).masked_fill(&m.le(0.0), 0.0) * &m;
     let row_sum = weighted.sum_dim_intlist(-1, false, Kind::Float);
-    let row_count = m.sum_dim_intlist(-1, false, Kind::Float);
-    let rows_with_tokens = row_count.gt(0.0).to_kind(Kind::Float).sum(Kind::Float).clamp_min(1.0);
     match mode {
-        Aggregation::TokenMean => row_sum.sum(Kind::Float) / row_count.sum(Kind::Float).clamp_min(1.0),
-        Aggregation::SeqMeanTokenMean => (row_sum / row_count.clamp_min(1.0)).sum(Kind::Float) / rows_with_tokens,
-        Aggregation::SeqMeanTokenSum => row_sum.sum(Kind::Float) / rows_with_tokens,
+        Aggregation::TokenMean | Aggregation::SeqMeanTokenSum => row_sum.sum(Kind::Float),
+        Aggregation::SeqMeanTokenMean => (row_sum / m.sum_dim_intlist(-1, false, Kind::Float).clamp_min(1.0)).sum(Kind::Float),
         Aggregation::SeqMeanTokenSumNorm => {
             assert!(l_max > 0, "l_max must be > 0 for seq_mean_token_sum_norm, got {l_max}");
-            let n = per_token.size()[0].max(1);
-            row_sum.sum(Kind::Float) / (n * l_max) as f64
+            row_sum.sum(Kind::Float) / l_max as f64
         }
+    }
+}
+
+/// The denominator of [`aggregate`] from each sequence's number of loss tokens: their sum for
+/// `token_mean`, the sequences that have any for the two `seq_mean_token_{mean,sum}` modes, every
+/// sequence for `seq_mean_token_sum_norm`.
+pub fn aggregate_units(tokens_per_row: &[usize], mode: Aggregation) -> f64 {
+    match mode {
+        Aggregation::TokenMean => tokens_per_row.iter().sum::<usize>() as f64,
+        Aggregation::SeqMeanTokenMean | Aggregation::SeqMeanTokenSum => tokens_per_row.iter().filter(|&&n| n > 0).count() as f64,
+        Aggregation::SeqMeanTokenSumNorm => tokens_per_row.len() as f64,
     }
 }
 
 pub struct PolicyLoss {
     /// Scalar, differentiable in `logp`; already multiplied by `policy_coef`.
     pub loss: Tensor,
+    /// [`aggregate_sum`] of the same per-token loss, times `policy_coef`: divide by the step's
+    /// global [`aggregate_units`] to combine micro-batches and ranks.
+    pub sum: Tensor,
     /// Fraction of masked tokens where the clip binds (the clipped term is the one taken and it
     /// differs from the unclipped one, so the token gets no gradient). 0 for REINFORCE.
     pub clip_fraction: f64,
@@ -87,11 +112,13 @@ pub fn policy_loss(logp: &Tensor, old_logp: &Tensor, advantage: &Tensor, mask: &
         Estimator::Reinforce => (-(&logp * &adv), logp.zeros_like().to_kind(Kind::Bool)),
     };
     let loss = aggregate(&per_token, &m, cfg.aggregation, l_max) * cfg.policy_coef;
+    let sum = aggregate_sum(&per_token, &m, cfg.aggregation, l_max) * cfg.policy_coef;
     let _guard = tch::no_grad_guard();
     let tokens = m.sum(Kind::Float).double_value(&[]).max(1.0);
     let masked_mean = |t: &Tensor| (t.to_kind(Kind::Float) * &m).sum(Kind::Float).double_value(&[]) / tokens;
     PolicyLoss {
         loss,
+        sum,
         clip_fraction: masked_mean(&binds),
         approx_kl: masked_mean(&(&old_logp - &logp)),
         ratio_mean: masked_mean(&ratio),
@@ -118,13 +145,21 @@ pub fn entropy_top_mask(entropy: &Tensor, mask: &Tensor, ratio: f64) -> Tensor {
     if count == 0 {
         return m;
     }
-    // 1e-9 absorbs products like 0.2 · 15 = 3.0000000000000004, which would keep a 4th token.
-    let keep = ((ratio * count as f64 - 1e-9).ceil() as i64).clamp(1, count);
+    let keep = entropy_keep(count as usize, ratio) as i64;
     let _guard = tch::no_grad_guard();
     let scores = entropy.detach().to_kind(Kind::Float).masked_fill(&m.le(0.0), f64::NEG_INFINITY).flatten(0, -1);
     let (_, index) = scores.topk(keep, 0, true, false);
     let kept = scores.zeros_like().index_fill(0, &index, 1.0);
     kept.view_as(&m)
+}
+
+/// How many of `count` tokens [`entropy_top_mask`] keeps at `ratio`.
+pub fn entropy_keep(count: usize, ratio: f64) -> usize {
+    if ratio >= 1.0 || count == 0 {
+        return count;
+    }
+    // 1e-9 absorbs products like 0.2 · 15 = 3.0000000000000004, which would keep a 4th token.
+    ((ratio * count as f64 - 1e-9).ceil() as usize).clamp(1, count)
 }
 
 /// Per-position entropy `−Σ_v p_v log p_v` of `softmax(logits)` over the last axis, in float32.
@@ -140,6 +175,22 @@ pub fn token_entropy(logits: &Tensor) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_sums_over_global_units_equal_the_whole_batch() {
+        // 5 rows in two micro-batches (3 + 2), one row without loss tokens.
+        let per_token = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0]).view([5, 3]);
+        let mask = Tensor::from_slice(&[1.0f32, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]).view([5, 3]);
+        let tokens = [2usize, 1, 0, 3, 1];
+        for mode in [Aggregation::TokenMean, Aggregation::SeqMeanTokenMean, Aggregation::SeqMeanTokenSum, Aggregation::SeqMeanTokenSumNorm] {
+            let whole = aggregate(&per_token, &mask, mode, 4).double_value(&[]);
+            let parts: f64 = [(0, 3), (3, 2)].iter().map(|&(s, n)| aggregate_sum(&per_token.narrow(0, s, n), &mask.narrow(0, s, n), mode, 4).double_value(&[])).sum();
+            let split = parts / aggregate_units(&tokens, mode);
+            assert!((whole - split).abs() < 1e-5, "{mode:?}: {whole} vs {split}");
+        }
+        // By hand, token_mean: (1+2+4+10+11+12+13)/7.
+        assert!((aggregate(&per_token, &mask, Aggregation::TokenMean, 4).double_value(&[]) - 53.0 / 7.0).abs() < 1e-6);
+    }
     use crate::test_util::{assert_close, vals};
 
     fn t2(v: &[f32], rows: i64) -> Tensor {

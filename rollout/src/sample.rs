@@ -1,5 +1,14 @@
 //! One sampling step: logits → token ids and their log-probs.
-use tch::{Kind, Tensor};
+//!
+//! Sampling is Gumbel-max with counter-based noise: the noise for token `v` of row `r` at decode
+//! step `t` is a hash of (the row's key, `t`, `v`), where row `r`'s key derives from
+//! `(seed, first_row + r)`. A row's draws therefore do not depend on which other rows share its
+//! batch: the same thoughts come out whether a context is sampled alone, in a micro-batch, or on
+//! rank 3 of 8 — the property that makes a 2-rank run equal a 1-rank run of twice the batch,
+//! and a resumed run replay exactly. (libtorch's generator draws one stream for the whole batch.)
+use tch::{Device, Kind, Tensor};
+
+use crate::seed::derive_seed;
 
 #[derive(Debug, Clone)]
 pub struct SamplingParams {
@@ -12,13 +21,15 @@ pub struct SamplingParams {
     pub max_new_tokens: usize,
     /// A row finishes after emitting any of these (the stop token is part of its output).
     pub stop_ids: Vec<i64>,
-    /// Seeds libtorch's generator at the start of [`crate::generate`].
+    /// The stream every row's key derives from.
     pub seed: u64,
+    /// Global index of the batch's first row: row `r` draws from stream `(seed, first_row + r)`.
+    pub first_row: u64,
 }
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, max_new_tokens: 32, stop_ids: Vec::new(), seed: 0 }
+        SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, max_new_tokens: 32, stop_ids: Vec::new(), seed: 0, first_row: 0 }
     }
 }
 
@@ -31,13 +42,40 @@ impl SamplingParams {
     }
 }
 
-/// `logits`: `[B, V]`. Returns `(tokens [B] int64, logprobs [B] float32)`.
+/// Per-row sampling keys, `[rows, 1]` int64 in `[0, 2^32)`, on `device`.
+pub fn row_keys(p: &SamplingParams, rows: usize, device: Device) -> Tensor {
+    let keys: Vec<i64> = (0..rows as u64).map(|r| (derive_seed(&[p.seed, p.first_row + r]) & MASK32) as i64).collect();
+    Tensor::from_slice(&keys).view([rows as i64, 1]).to_device(device)
+}
+
+const MASK32: u64 = 0xFFFF_FFFF;
+
+/// A 32-bit integer hash (xorshift-multiply rounds), in int64 tensor ops; the multipliers are
+/// below 2^31 so no product of 32-bit values overflows int64.
+fn mix32(x: &Tensor) -> Tensor {
+    let x = x.bitwise_xor_tensor(&x.bitwise_right_shift_tensor_scalar(16));
+    let x = (x * 0x7feb_352d_i64).bitwise_and(MASK32 as i64);
+    let x = x.bitwise_xor_tensor(&x.bitwise_right_shift_tensor_scalar(15));
+    let x = (x * 0x2c1b_3c6d_i64).bitwise_and(MASK32 as i64);
+    x.bitwise_xor_tensor(&x.bitwise_right_shift_tensor_scalar(16))
+}
+
+/// `[rows, vocab]` uniforms in (0, 1) for decode step `step`, a pure function of the row keys,
+/// the step and the token id.
+pub fn uniform_noise(keys: &Tensor, step: usize, vocab: i64) -> Tensor {
+    let step_key = (derive_seed(&[step as u64]) & MASK32) as i64;
+    let token = mix32(&Tensor::arange(vocab, (Kind::Int64, keys.device())).bitwise_xor(step_key)).unsqueeze(0);
+    let bits = mix32(&token.bitwise_xor_tensor(keys)).bitwise_right_shift_tensor_scalar(8); // 24 bits
+    (bits.to_kind(Kind::Float) + 0.5) / (1u64 << 24) as f64
+}
+
+/// `logits`: `[B, V]`; `keys`: [`row_keys`] of the batch; `step`: the decode step. Returns `(tokens [B] int64, logprobs [B] float32)`.
 ///
 /// The log-prob is that of the sampling distribution the policy defines, `log_softmax(logits / T)`,
 /// before top-k / top-p truncation (which are search heuristics, not part of the policy); for
 /// greedy decoding it is the model's own `log_softmax(logits)`.
 /// Fails (instead of sampling garbage) when a distribution is not finite, e.g. NaN weights.
-pub fn sample(logits: &Tensor, p: &SamplingParams) -> anyhow::Result<(Tensor, Tensor)> {
+pub fn sample(logits: &Tensor, p: &SamplingParams, keys: &Tensor, step: usize) -> anyhow::Result<(Tensor, Tensor)> {
     let logits = logits.to_kind(Kind::Float);
     let finite = logits.isfinite().all().int64_value(&[]) != 0;
     anyhow::ensure!(finite, "the model's next-token logits are not finite (NaN or inf weights?)");
@@ -64,7 +102,65 @@ pub fn sample(logits: &Tensor, p: &SamplingParams) -> anyhow::Result<(Tensor, Te
         let drop = drop_sorted.zeros_like().scatter(-1, &order, &drop_sorted);
         filtered = filtered.masked_fill(&drop, f64::NEG_INFINITY);
     }
-    let tokens = filtered.softmax(-1, Kind::Float).f_multinomial(1, true)?.squeeze_dim(-1);
+    // Gumbel-max: argmax(log-weights + Gumbel noise) is a draw from softmax(log-weights).
+    let gumbel = -(-uniform_noise(keys, step, vocab).log()).log();
+    let tokens = (filtered + gumbel).argmax(-1, false);
     let logprobs = logp.gather(-1, &tokens.unsqueeze(-1), false).squeeze_dim(-1);
     Ok((tokens, logprobs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(seed: u64, first_row: u64) -> SamplingParams {
+        SamplingParams { seed, first_row, ..Default::default() }
+    }
+
+    #[test]
+    fn a_rows_draw_does_not_depend_on_its_batch() {
+        let logits = Tensor::randn([6, 50], (Kind::Float, Device::Cpu));
+        let all = params(3, 10);
+        let (batch, _) = sample(&logits, &all, &row_keys(&all, 6, Device::Cpu), 4).unwrap();
+        // Rows 2..5 of that batch, sampled as a batch of their own starting at global row 12.
+        let part = params(3, 12);
+        let (alone, _) = sample(&logits.narrow(0, 2, 3), &part, &row_keys(&part, 3, Device::Cpu), 4).unwrap();
+        assert_eq!(Vec::<i64>::try_from(batch.narrow(0, 2, 3)).unwrap(), Vec::<i64>::try_from(alone).unwrap());
+        // Another step, seed or row gives other draws.
+        let (next, _) = sample(&logits, &all, &row_keys(&all, 6, Device::Cpu), 5).unwrap();
+        let (other, _) = sample(&logits, &params(4, 10), &row_keys(&params(4, 10), 6, Device::Cpu), 4).unwrap();
+        assert_ne!(Vec::<i64>::try_from(&batch).unwrap(), Vec::<i64>::try_from(next).unwrap());
+        assert_ne!(Vec::<i64>::try_from(&batch).unwrap(), Vec::<i64>::try_from(other).unwrap());
+    }
+
+    #[test]
+    fn frequencies_follow_the_tempered_softmax() {
+        // 20k rows of the same 4-way distribution at temperature 0.5; each frequency within
+        // 4 standard errors of its probability.
+        let rows = 20_000i64;
+        let base = Tensor::from_slice(&[0.0f32, 0.5, 1.0, -1.0]);
+        let logits = base.unsqueeze(0).repeat([rows, 1]);
+        let p = SamplingParams { temperature: 0.5, ..params(11, 0) };
+        let mut counts = [0f64; 4];
+        for step in 0..2 {
+            let (tokens, _) = sample(&logits, &p, &row_keys(&p, rows as usize, Device::Cpu), step).unwrap();
+            for t in Vec::<i64>::try_from(tokens).unwrap() {
+                counts[t as usize] += 1.0;
+            }
+        }
+        let n = 2.0 * rows as f64;
+        let probs = Vec::<f32>::try_from((base / 0.5).softmax(-1, Kind::Float)).unwrap();
+        for (c, &q) in counts.iter().zip(&probs) {
+            let se = (q as f64 * (1.0 - q as f64) / n).sqrt();
+            assert!((c / n - q as f64).abs() < 4.0 * se, "frequency {} vs probability {q}", c / n);
+        }
+    }
+
+    #[test]
+    fn top_k_is_respected() {
+        let logits = Tensor::from_slice(&[5.0f32, 4.0, 0.0, -1.0]).unsqueeze(0).repeat([2000, 1]);
+        let p = SamplingParams { top_k: 2, ..params(1, 0) };
+        let (tokens, _) = sample(&logits, &p, &row_keys(&p, 2000, Device::Cpu), 0).unwrap();
+        assert!(Vec::<i64>::try_from(tokens).unwrap().iter().all(|&t| t < 2));
+    }
 }

@@ -91,7 +91,7 @@ impl Decoder<'_> {
         self.prompt_lens = self.prompt_lens.iter().flat_map(|&l| std::iter::repeat_n(l, g)).collect();
     }
 
-    /// Samples until every row has stopped. `seed` seeds libtorch's generator first.
+    /// Samples until every row has stopped; row `r` draws from stream `(p.seed, p.first_row + r)`.
     pub fn run(mut self, p: &SamplingParams) -> Result<Vec<Generation>> {
         p.validate()?;
         let lm = self.lm;
@@ -102,12 +102,12 @@ impl Decoder<'_> {
         let limits: Vec<usize> = self.prompt_lens.iter().map(|&l| p.max_new_tokens.min((max_pos - l).max(0) as usize)).collect();
         let mut live: Vec<bool> = limits.iter().map(|&l| l > 0).collect();
         let _guard = tch::no_grad_guard();
-        tch::manual_seed(p.seed as i64);
         let device = lm.device();
         let rows = out.len() as i64;
+        let keys = crate::sample::row_keys(p, out.len(), device);
         let max_new = limits.iter().copied().max().unwrap_or(0);
         for step in 0..max_new {
-            let (tokens, logprobs) = sample(&self.logits, p).with_context(|| format!("sampling token {step}"))?;
+            let (tokens, logprobs) = sample(&self.logits, p, &keys, step).with_context(|| format!("sampling token {step}"))?;
             let tok_host: Vec<i64> = Vec::try_from(tokens.to_device(Device::Cpu))?;
             let lp_host: Vec<f32> = Vec::try_from(logprobs.to_device(Device::Cpu))?;
             for (r, g) in out.iter_mut().enumerate() {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use rlp_rollout::{derive_seed, generate, SamplingParams};
+use rlp_rollout::{generate, SamplingParams};
 use serde_json::json;
 
 use super::{input, progress, ModelArgs};
@@ -55,6 +55,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         max_new_tokens: a.max_new_tokens,
         stop_ids,
         seed: a.seed,
+        first_row: 0,
     };
     params.validate()?;
     let records = input::read(a.input.as_deref(), &tok, &lm)?;
@@ -66,8 +67,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for (chunk_index, chunk) in records.chunks(a.batch_size).enumerate() {
         let prompts: Vec<Vec<i64>> = chunk.iter().map(|r| r.ids.clone()).collect();
-        // Each batch gets its own seed so a line's sample does not depend on the batches before it.
-        let batch_params = SamplingParams { seed: derive_seed(&[a.seed, chunk_index as u64]), ..params.clone() };
+        // Each line draws from its own stream (seed, line), whatever the batch size.
+        let batch_params = SamplingParams { first_row: (chunk_index * a.batch_size) as u64, ..params.clone() };
         let gens = generate(&lm, &prompts, &batch_params)?;
         for g in gens {
             let line = json!({

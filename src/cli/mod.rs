@@ -62,5 +62,6 @@ pub fn install_panic_hook() {
         let first = msg.lines().next().unwrap_or(msg);
         let at = info.location().map(|l| format!(" (at {}:{})", l.file(), l.line())).unwrap_or_default();
         eprintln!("error: internal failure: {first}{at}");
+        rlp_dist::error_file::record(&format!("internal failure: {first}{at}"));
     }));
 }

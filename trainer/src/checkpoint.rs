@@ -36,7 +36,8 @@ fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
-fn step_of(path: &Path) -> Option<usize> {
+/// The step of a checkpoint directory `step-NNNNNNNN`.
+pub fn step_of(path: &Path) -> Option<usize> {
     path.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()
 }
 

@@ -43,6 +43,8 @@ pub struct TrainConfig {
     pub checkpoint: CheckpointSection,
     #[serde(default)]
     pub eval: EvalSection,
+    #[serde(default)]
+    pub dist: DistSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,11 +168,13 @@ impl Default for ThoughtSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RolloutSection {
-    /// B: contexts per optimizer step (across all ranks in the distributed case, per rank here).
+    /// B: contexts per optimizer step, across all ranks (each of W ranks takes B/W of them), so
+    /// the optimisation does not change with the number of GPUs.
     pub contexts_per_step: usize,
     /// G: thoughts per context.
     pub group_size: usize,
-    /// Contexts per forward/backward pass; B must be a multiple of it (gradient accumulation).
+    /// Contexts per forward/backward pass on one rank; B/W must be a multiple of it (gradient
+    /// accumulation).
     pub micro_batch: usize,
 }
 
@@ -299,6 +303,27 @@ impl Default for EvalSection {
     }
 }
 
+/// Data-parallel training (`rlp-launch`, torchrun or srun); ignored by a lone process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistSection {
+    /// Seconds one collective may take before the run stops with an error naming it.
+    pub timeout_s: f64,
+    /// Seconds ranks wait for each other at start-up (`rlp-launch --rdzv-timeout` overrides).
+    pub rdzv_timeout_s: f64,
+    /// Gradient all-reduce bucket size in MB of float32 (DDP's default is 25).
+    pub bucket_mb: f64,
+    /// Check every N steps that all replicas hold identical weights (logged as
+    /// `dist/replica_divergence`); 0 = only at the end of the run.
+    pub check_replicas_every: usize,
+}
+
+impl Default for DistSection {
+    fn default() -> Self {
+        DistSection { timeout_s: 600.0, rdzv_timeout_s: 300.0, bucket_mb: 25.0, check_replicas_every: 0 }
+    }
+}
+
 fn merge(base: &mut Value, over: Value) {
     match (base, over) {
         (Value::Table(b), Value::Table(o)) => {
@@ -392,10 +417,27 @@ impl TrainConfig {
         if self.reward.kind == RewardKind::PrefixMatch || self.reward.kind == RewardKind::FirstToken {
             anyhow::ensure!(self.thought.answer_tokens > 0, "reward.kind = {:?} needs thought.answer_tokens > 0", self.reward.kind);
         }
+        anyhow::ensure!(self.dist.timeout_s > 0.0 && self.dist.rdzv_timeout_s > 0.0, "dist.timeout_s and dist.rdzv_timeout_s must be > 0");
+        anyhow::ensure!(self.dist.bucket_mb > 0.0, "dist.bucket_mb must be > 0");
         self.reward.validate()?;
         self.advantage.validate()?;
         self.loss.validate()?;
         Ok(())
+    }
+
+    /// The contexts each of `world` ranks takes per step, B/W; it must divide evenly, in whole
+    /// micro-batches.
+    pub fn contexts_per_rank(&self, world: usize) -> Result<usize> {
+        let r = &self.rollout;
+        anyhow::ensure!(
+            r.contexts_per_step % world == 0 && (r.contexts_per_step / world) % r.micro_batch == 0,
+            "rollout.contexts_per_step ({}) must split over the {world} ranks in whole micro-batches of rollout.micro_batch ({}): \
+             make it a multiple of {}",
+            r.contexts_per_step,
+            r.micro_batch,
+            world * r.micro_batch
+        );
+        Ok(r.contexts_per_step / world)
     }
 
     /// True when the step samples thoughts (every objective except plain next-token training).

@@ -137,13 +137,13 @@ pub fn no_think_rows(contexts: &[Context]) -> (Vec<Vec<i64>>, Vec<Vec<usize>>) {
     (rows, at)
 }
 
-/// Mean next-token NLL over every token of `rows` after the first (differentiable): the
-/// ordinary continued-pretraining loss.
-pub fn next_token_nll(lm: &CausalLm, rows: &[Vec<i64>]) -> (Tensor, usize) {
+/// Summed next-token NLL over every token of `rows` after the first (differentiable), and the
+/// number of those tokens: the ordinary continued-pretraining loss before its normalisation.
+pub fn next_token_nll_sum(lm: &CausalLm, rows: &[Vec<i64>]) -> (Tensor, usize) {
     let at: Vec<Vec<usize>> = rows.iter().map(|r| (1..r.len()).collect()).collect();
     let count: usize = at.iter().map(Vec::len).sum();
     let s = score_tokens(lm, rows, &at, 1.0, false);
-    (-(s.logp.sum(Kind::Float)) / count.max(1) as f64, count)
+    (-(s.logp.sum(Kind::Float)), count)
 }
 
 pub fn to_host(t: &Tensor) -> anyhow::Result<Vec<f32>> {

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use rlp_reward::{advantages, aggregate, entropy_top_mask, gain_reward, info_gain, kl_k3, policy_loss, Baseline, RewardKind};
+use rlp_dist::ReduceOp;
+use rlp_reward::{advantages, aggregate_sum, aggregate_units, entropy_keep, entropy_top_mask, gain_reward, info_gain, kl_k3, policy_loss, Baseline, RewardKind};
 use rlp_rollout::{derive_seed, generate, sample_thoughts, SamplingParams, Thought};
 use tch::{Kind, Tensor};
 
@@ -12,7 +13,7 @@ use crate::adamw::{clip_grad_norm, zero_grad};
 use crate::positions::Context;
 use crate::rewards::answer_rewards;
 use crate::schedule::lr_at;
-use crate::score::{next_token_nll, no_think_rows, no_think_scores, score_thoughts, score_tokens, thought_rows};
+use crate::score::{next_token_nll_sum, no_think_rows, no_think_scores, score_thoughts, score_tokens, thought_rows};
 use crate::trainer::Trainer;
 
 /// What a step produced, for logs, rollout samples and the debug dump.
@@ -33,21 +34,25 @@ pub struct StepOutput {
 const PHASE_THOUGHTS: u64 = 0;
 const PHASE_ANSWERS: u64 = 1;
 
-/// The seed of one sampling phase of step `step` on rank `rank`: distinct per step, rank and
-/// phase, and reproducible on resume.
-pub fn step_seed(run_seed: u64, step: usize, rank: usize, phase: u64) -> u64 {
-    derive_seed(&[run_seed, step as u64, rank as u64, phase])
+/// The seed of one sampling phase of step `step`: distinct per step and phase, and reproducible
+/// on resume. Rows within it draw from their own streams by global row index (see
+/// `rlp_rollout::sample`), so the same seed serves every rank.
+pub fn step_seed(run_seed: u64, step: usize, phase: u64) -> u64 {
+    derive_seed(&[run_seed, step as u64, phase])
 }
 
 impl Trainer {
     pub fn train_step(&mut self) -> Result<StepOutput> {
         let cfg = self.cfg.clone();
-        let (b, g) = (cfg.rollout.contexts_per_step, cfg.rollout.group_size);
+        // B contexts per step over all ranks; this rank takes b = B/W of them.
+        let (b, g) = (cfg.contexts_per_rank(self.world)?, cfg.rollout.group_size);
         let mut m = BTreeMap::new();
         let start = Instant::now();
 
-        // 1. Contexts x_<t and the true next tokens x_t..x_{t+n_true}.
-        let contexts = self.contexts.next_batch(b, self.proxy.as_ref().unwrap_or(&self.policy))?;
+        // 1. Contexts x_<t and the true next tokens x_t..x_{t+n_true}: this rank's slice of the
+        //    step's global batch.
+        let all = self.contexts.next_batch(cfg.rollout.contexts_per_step, self.proxy.as_ref().unwrap_or(&self.policy))?;
+        let contexts = all[self.rank * b..(self.rank + 1) * b].to_vec();
         if !cfg.uses_thoughts() {
             return self.next_token_step(contexts, start);
         }
@@ -60,7 +65,8 @@ impl Trainer {
             top_k: cfg.thought.top_k,
             max_new_tokens: cfg.thought.max_tokens,
             stop_ids: vec![],
-            seed: step_seed(cfg.train.seed, self.step, self.rank, PHASE_THOUGHTS),
+            seed: step_seed(cfg.train.seed, self.step, PHASE_THOUGHTS),
+            first_row: (self.rank * b * g) as u64,
         };
         let ids: Vec<Vec<i64>> = contexts.iter().map(|c| c.ids.clone()).collect();
         let mut thoughts = sample_thoughts(&self.policy, &ids, self.delims, g, &sampling)?;
@@ -87,16 +93,22 @@ impl Trainer {
 
         // 4.–6. Per micro-batch of whole groups: one forward gives S_pred (detached) and the
         //    actions' log-probs; rewards → advantages → loss → backward (gradients accumulate).
+        //    Each micro-batch's loss is its *sum* over loss units divided by the units of the
+        //    whole step on all ranks, so accumulation and data parallelism give exactly the
+        //    full batch's mean (`rlp_reward::aggregate`).
         let update_start = Instant::now();
         let mb = cfg.rollout.micro_batch;
         let lp_temperature = cfg.loss.logprob_temperature.unwrap_or(cfg.thought.temperature);
         let s_pred = Tensor::zeros([b as i64, g as i64], (Kind::Float, self.policy.device()));
         let reward = Tensor::zeros_like(&s_pred);
         let advantage = Tensor::zeros_like(&s_pred);
+        let units = self.dist.reduce_f64(&self.loss_units(&contexts, &thoughts), ReduceOp::Sum, "the step's loss normalisers")?;
+        let (policy_units, ntp_units) = (units[0].max(1.0), units[1].max(1.0));
         let mut sums: BTreeMap<&str, f64> = BTreeMap::new();
         let mut total_loss = 0.0;
         let mut grad_norm = 0.0;
         let lr = lr_at(&cfg.optim, self.step, cfg.train.max_steps);
+        let l_max = cfg.thought.max_tokens as i64;
         for pass in 0..cfg.loss.updates_per_batch {
             zero_grad(self.policy.weights());
             for first in (0..b).step_by(mb) {
@@ -122,9 +134,9 @@ impl Trainer {
                     None => sc.mask.shallow_clone(),
                 };
                 let old = rows.old_logp.to_device(sc.logp.device());
-                let pl = policy_loss(&sc.logp, &old, &adv, &mask, &cfg.loss, cfg.thought.max_tokens as i64);
-                *sums.entry("loss/policy").or_default() += pl.loss.double_value(&[]);
-                let mut loss = pl.loss;
+                let pl = policy_loss(&sc.logp, &old, &adv, &mask, &cfg.loss, l_max);
+                let mut loss = pl.sum / policy_units;
+                *sums.entry("loss/policy").or_default() += loss.double_value(&[]);
                 *sums.entry("loss/clip_frac").or_default() += pl.clip_fraction;
                 if cfg.loss.kl_coef > 0.0 {
                     let reference = self.reference_model()?;
@@ -132,20 +144,19 @@ impl Trainer {
                         let _g = tch::no_grad_guard();
                         score_tokens(reference, &rows.rows, &rows.action_at, lp_temperature, false).logp
                     };
-                    let kl = aggregate(&kl_k3(&sc.logp, &ref_logp), &mask, cfg.loss.aggregation, cfg.thought.max_tokens as i64);
+                    let kl = aggregate_sum(&kl_k3(&sc.logp, &ref_logp), &mask, cfg.loss.aggregation, l_max) / policy_units;
                     *sums.entry("loss/kl").or_default() += kl.double_value(&[]);
                     loss = loss + kl * cfg.loss.kl_coef;
                 }
                 if cfg.loss.nll_coef > 0.0 {
-                    let (nll, _) = next_token_nll(&self.policy, &no_think_rows(ctx).0);
+                    let (nll_sum, _) = next_token_nll_sum(&self.policy, &no_think_rows(ctx).0);
+                    let nll = nll_sum / ntp_units;
                     *sums.entry("loss/ntp").or_default() += nll.double_value(&[]);
                     loss = loss + nll * cfg.loss.nll_coef;
                 }
-                // Each micro-batch's loss is a mean over its contexts; average across them.
-                let loss = loss * (mb as f64 / b as f64);
                 let value = loss.double_value(&[]);
                 if !value.is_finite() {
-                    bail!("loss is {value} at step {} (micro-batch at context {first}); stopping before the update", self.step);
+                    bail!("loss is {value} at step {} (rank {}, micro-batch at context {first}); stopping before the update", self.step, self.rank);
                 }
                 if pass == 0 {
                     total_loss += value;
@@ -156,21 +167,27 @@ impl Trainer {
         }
         let t_update = update_start.elapsed().as_secs_f64();
 
-        // Metrics.
-        let passes = (b / mb * cfg.loss.updates_per_batch) as f64;
+        // Metrics, over the whole step on all ranks. The loss terms are this rank's share of the
+        // global mean (summed across ranks below); the clip fraction is a mean per micro-batch.
+        let updates = cfg.loss.updates_per_batch as f64;
         for (k, v) in sums {
-            m.insert(k.to_string(), v / passes);
+            let per = if k == "loss/clip_frac" { updates * (b / mb) as f64 } else { updates };
+            m.insert(k.to_string(), v / per);
         }
         let lengths: Vec<f64> = thoughts.iter().flatten().map(|t| t.inner().len() as f64).collect();
         let closed = thoughts.iter().flatten().filter(|t| t.closed).count() as f64 / lengths.len() as f64;
-        let stat = |t: &Tensor| (t.mean(Kind::Float).double_value(&[]), t.std(true).double_value(&[]));
-        let (r_mean, r_std) = stat(&reward);
-        m.insert("reward/mean".into(), r_mean);
-        m.insert("reward/std".into(), r_std);
-        m.insert("s_pred/mean".into(), s_pred.mean(Kind::Float).double_value(&[]));
-        m.insert("s_ema/mean".into(), s_ema.mean(Kind::Float).double_value(&[]));
-        m.insert("info_gain/mean".into(), info_gain(&s_pred, &s_ema).mean(Kind::Float).double_value(&[]));
-        m.insert("advantage/std".into(), advantage.std(true).double_value(&[]));
+        let (reward_all, s_pred_all, advantage_all) = (
+            self.dist.all_gather_rows(&reward, "rewards")?,
+            self.dist.all_gather_rows(&s_pred, "S_pred")?,
+            self.dist.all_gather_rows(&advantage, "advantages")?,
+        );
+        let s_ema_all = self.dist.all_gather_rows(&s_ema.view([b as i64, -1]), "S_ema")?.view([-1]);
+        m.insert("reward/mean".into(), reward_all.mean(Kind::Float).double_value(&[]));
+        m.insert("reward/std".into(), reward_all.std(true).double_value(&[]));
+        m.insert("s_pred/mean".into(), s_pred_all.mean(Kind::Float).double_value(&[]));
+        m.insert("s_ema/mean".into(), s_ema_all.mean(Kind::Float).double_value(&[]));
+        m.insert("info_gain/mean".into(), info_gain(&s_pred_all, &s_ema_all).mean(Kind::Float).double_value(&[]));
+        m.insert("advantage/std".into(), advantage_all.std(true).double_value(&[]));
         m.insert("thought/length".into(), lengths.iter().sum::<f64>() / lengths.len() as f64);
         m.insert("thought/closed_frac".into(), closed);
         m.insert("loss/total".into(), total_loss);
@@ -183,12 +200,15 @@ impl Trainer {
         m.insert("time/rollout".into(), t_rollout);
         m.insert("time/score".into(), t_score);
         m.insert("time/update".into(), t_update);
+        let m = self.reduce_metrics(m)?;
         self.step += 1;
         Ok(StepOutput { metrics: m, contexts, thoughts, s_pred, s_ema, reward, advantage, loss: total_loss })
     }
 
-    /// Gradient clip → AdamW → EMA; returns the gradient norm before clipping.
+    /// Gradient all-reduce → clip → AdamW → EMA; returns the gradient norm before clipping.
     fn optimizer_step(&mut self, lr: f64) -> Result<f64> {
+        // Losses were divided by global counts already, so the gradients are summed, not averaged.
+        self.buckets.all_reduce_grads(self.policy.weights(), 1.0, &self.dist)?;
         let grad_norm = clip_grad_norm(self.policy.weights(), self.cfg.optim.grad_clip);
         if !grad_norm.is_finite() {
             bail!("gradient norm is {grad_norm} at step {}; stopping before the update", self.step);
@@ -201,20 +221,23 @@ impl Trainer {
         Ok(grad_norm)
     }
 
-    /// The compute-matched baseline: the ordinary next-token loss on the same context windows.
+    /// The compute-matched baseline: the ordinary next-token loss on the same context windows,
+    /// a mean over every predicted token of the step on all ranks.
     fn next_token_step(&mut self, contexts: Vec<Context>, start: Instant) -> Result<StepOutput> {
         let lr = lr_at(&self.cfg.optim, self.step, self.cfg.train.max_steps);
         zero_grad(self.policy.weights());
         let (rows, _) = no_think_rows(&contexts);
+        let local_tokens: usize = rows.iter().map(|r| r.len().saturating_sub(1)).sum();
+        let global_tokens = self.dist.reduce_f64(&[local_tokens as f64], ReduceOp::Sum, "the step's token count")?[0].max(1.0);
         let mb = self.cfg.rollout.micro_batch;
         let mut total = 0.0;
         let mut tokens = 0;
         for chunk in rows.chunks(mb) {
-            let (nll, count) = next_token_nll(&self.policy, chunk);
-            let loss = nll * (chunk.len() as f64 / rows.len() as f64);
+            let (nll_sum, count) = next_token_nll_sum(&self.policy, chunk);
+            let loss = nll_sum / global_tokens;
             let value = loss.double_value(&[]);
             if !value.is_finite() {
-                bail!("next-token loss is {value} at step {}; stopping before the update", self.step);
+                bail!("next-token loss is {value} at step {} (rank {}); stopping before the update", self.step, self.rank);
             }
             total += value;
             tokens += count;
@@ -229,6 +252,8 @@ impl Trainer {
         m.insert("perf/tokens".into(), tokens as f64);
         m.insert("perf/tokens_per_s".into(), tokens as f64 / start.elapsed().as_secs_f64());
         m.insert("time/update".into(), start.elapsed().as_secs_f64());
+        let m = self.reduce_metrics(m)?;
+        let total = m["loss/total"];
         self.step += 1;
         let empty = Tensor::zeros([0], (Kind::Float, tch::Device::Cpu));
         Ok(StepOutput {
@@ -253,7 +278,7 @@ impl Trainer {
         let params = SamplingParams {
             max_new_tokens: self.cfg.thought.answer_tokens,
             stop_ids: self.policy.config.eos_token_ids(),
-            seed: step_seed(self.cfg.train.seed, self.step, self.rank, PHASE_ANSWERS),
+            seed: step_seed(self.cfg.train.seed, self.step, PHASE_ANSWERS),
             ..sampling.clone()
         };
         let answers = generate(&self.policy, &prompts, &params)?;
@@ -261,5 +286,54 @@ impl Trainer {
             t.push_answer(&a.tokens, &a.logprobs);
         }
         Ok(())
+    }
+}
+
+impl Trainer {
+    /// This rank's loss normalisers `[policy, next-token]` before the sum across ranks: the
+    /// policy loss's units under `loss.aggregation` (tokens or sequences, per micro-batch after
+    /// the top-entropy selection), and the next-token term's predicted tokens.
+    fn loss_units(&self, contexts: &[Context], thoughts: &[Vec<Thought>]) -> Vec<f64> {
+        let cfg = &self.cfg;
+        let mb = cfg.rollout.micro_batch;
+        let mut policy = 0.0;
+        for group in thoughts.chunks(mb) {
+            let mut tokens: Vec<usize> = group.iter().flatten().map(|t| t.actions.len()).collect();
+            if cfg.loss.entropy_top_ratio < 1.0 {
+                // The mask keeps a fixed count per micro-batch; sequence modes count sequences
+                // that have actions at all (which of their tokens survive does not change that).
+                let kept = entropy_keep(tokens.iter().sum(), cfg.loss.entropy_top_ratio);
+                if cfg.loss.aggregation == rlp_reward::Aggregation::TokenMean {
+                    tokens = vec![kept];
+                }
+            }
+            policy += aggregate_units(&tokens, cfg.loss.aggregation);
+        }
+        let ntp = contexts.iter().map(|c| c.ids.len() + c.targets.len() - 1).sum::<usize>() as f64;
+        vec![policy, ntp]
+    }
+
+    /// Combines every rank's metrics: loss terms (each rank's share of a global mean) and token
+    /// counts are summed, times take the slowest rank, the rest (already global, or per-rank
+    /// means over equal shares) are averaged.
+    fn reduce_metrics(&self, m: BTreeMap<String, f64>) -> Result<BTreeMap<String, f64>> {
+        if self.world == 1 {
+            return Ok(m);
+        }
+        let summed = |k: &str| (k.starts_with("loss/") && k != "loss/clip_frac") || k.starts_with("perf/");
+        let maxed = |k: &str| k.starts_with("time/");
+        let keys: Vec<String> = m.keys().cloned().collect();
+        let sum_keys: Vec<&String> = keys.iter().filter(|k| summed(k)).collect();
+        let max_keys: Vec<&String> = keys.iter().filter(|k| maxed(k)).collect();
+        let mean_keys: Vec<&String> = keys.iter().filter(|k| !summed(k) && !maxed(k)).collect();
+        let mut out = BTreeMap::new();
+        for (group, op, scale) in [(sum_keys, ReduceOp::Sum, 1.0), (max_keys, ReduceOp::Max, 1.0), (mean_keys, ReduceOp::Sum, 1.0 / self.world as f64)] {
+            let values: Vec<f64> = group.iter().map(|k| m[*k]).collect();
+            let reduced = self.dist.reduce_f64(&values, op, "the step's metrics")?;
+            for (k, v) in group.into_iter().zip(reduced) {
+                out.insert(k.clone(), v * scale);
+            }
+        }
+        Ok(out)
     }
 }

@@ -1,8 +1,10 @@
 //! The [`Trainer`]: everything one training process holds, built fresh or from a checkpoint.
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use rlp_data::{Dataset, Split};
+use rlp_dist::{materialize_grads, Buckets, Dist, DistOptions, ReduceOp};
 use rlp_model::{parse_device, parse_kind, CausalLm, Tokenizer};
 use rlp_reward::Baseline;
 use rlp_rollout::Delimiters;
@@ -32,28 +34,55 @@ pub struct Trainer {
     pub step: usize,
     pub rank: usize,
     pub world: usize,
+    /// This process's place in a data-parallel job (a world of one without a launcher).
+    pub dist: Dist,
+    /// The fixed, name-sorted gradient buckets of the policy's parameters.
+    pub buckets: Buckets,
     pub eval_contexts: Vec<Context>,
 }
 
 impl Trainer {
     /// Builds a trainer in `run_dir`; with `resume`, continues from the latest checkpoint there.
+    /// Under a launcher (torchrun, `rlp-launch`, srun) it first joins the process group; a
+    /// restarted group (`TORCHELASTIC_RESTART_COUNT` > 0) always resumes.
     pub fn new(cfg: TrainConfig, run_dir: &Path, resume: bool) -> Result<Trainer> {
         let model_dir = cfg.model.path.clone().context("no model: set model.path in the config or pass --model")?;
         let data_dir = cfg.data.path.clone().context("no data: set data.path in the config or pass --data (see `rlp data prepare`)")?;
-        std::fs::create_dir_all(run_dir).with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
-        let (rank, world) = (0, 1);
         let kind = parse_kind(&cfg.model.dtype).context("model.dtype")?;
         let device = parse_device(&cfg.model.device).context("model.device")?;
+        let dist_opts = DistOptions { rdzv_timeout: Duration::from_secs_f64(cfg.dist.rdzv_timeout_s), timeout: Duration::from_secs_f64(cfg.dist.timeout_s) };
+        let dist = Dist::from_env(device, &dist_opts)?;
+        let (rank, world) = (dist.rank, dist.world);
+        // One process per GPU: the launcher's LOCAL_RANK picks it.
+        let device = if dist.backend().is_some() && device.is_cuda() { dist.device } else { device };
+        cfg.contexts_per_rank(world)?;
+        if dist.is_main() {
+            std::fs::create_dir_all(run_dir).with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+        }
+        let resume = resume || dist.restart_count > 0;
 
         let latest = if resume { checkpoint::latest(run_dir)? } else { None };
-        if resume && latest.is_none() {
+        if resume && latest.is_none() && dist.is_main() {
             eprintln!("note: --resume found no checkpoint in {}; starting from step 0", run_dir.display());
         }
+        // Every rank reads the checkpoint itself; they must all have found the same one.
+        let found = latest.as_deref().and_then(checkpoint::step_of).map_or(-1.0, |s| s as f64);
+        let lo = dist.reduce_f64(&[found], ReduceOp::Min, "the resume step")?[0];
+        let hi = dist.reduce_f64(&[found], ReduceOp::Max, "the resume step")?[0];
+        anyhow::ensure!(
+            lo == hi,
+            "ranks found different latest checkpoints in {} (steps {lo} to {hi}; -1 = none): on several nodes the run directory must be on a shared filesystem",
+            run_dir.display()
+        );
         let start_dir = latest.as_ref().map(|c| c.join(checkpoint::MODEL_DIR)).unwrap_or_else(|| model_dir.clone());
         let mut policy = CausalLm::load(&start_dir, kind, device).with_context(|| format!("cannot load model {}", start_dir.display()))?;
         let mut tokenizer = Tokenizer::from_dir(&start_dir)?;
         let delim_ids = policy.add_special_tokens(&mut tokenizer, &[&cfg.thought.open, &cfg.thought.close])?;
         let delims = Delimiters { open: delim_ids[0], close: delim_ids[1] };
+        // Every replica starts from rank 0's weights (they agree already when loaded from the
+        // same files; this also covers randomly initialised or differently rounded ones).
+        let buckets = Buckets::new(policy.weights(), cfg.dist.bucket_mb, &dist);
+        buckets.broadcast_params(policy.weights(), &dist)?;
 
         // Scored rows are context ⊕ <think> thought </think> ⊕ answer ⊕ true tokens.
         let longest = cfg.data.max_context + cfg.thought.max_tokens + 2 + cfg.thought.answer_tokens + cfg.reward.n_true;
@@ -84,6 +113,9 @@ impl Trainer {
             _ => None,
         };
         policy.set_requires_grad(true);
+        if world > 1 {
+            materialize_grads(policy.weights());
+        }
         let mut optim = AdamW::new(policy.weights(), &cfg.optim);
 
         let dataset = Dataset::open(&data_dir, Split::Train).with_context(|| format!("cannot open training data {}", data_dir.display()))?;
@@ -104,9 +136,13 @@ impl Trainer {
         let mut state = TrainerState::default();
         if let Some(ckpt) = &latest {
             state = checkpoint::load_state(ckpt, &mut optim, ema.as_mut())?;
-            eprintln!("resuming from {} (step {})", ckpt.display(), state.step);
+            if rank == 0 {
+                eprintln!("resuming from {} (step {})", ckpt.display(), state.step);
+            }
         }
-        let contexts = ContextSource::new(dataset, &cfg.positions, cfg.data.max_context, cfg.reward.n_true, cfg.data.seed, rank, world, state.cursor)?;
+        // One global stream of contexts that every rank reads; rank r keeps its slice of each
+        // step's batch, so the batch does not depend on the number of ranks.
+        let contexts = ContextSource::new(dataset, &cfg.positions, cfg.data.max_context, cfg.reward.n_true, cfg.data.seed, 0, 1, state.cursor)?;
 
         let eval_data = match &cfg.eval.data {
             Some(dir) => Some(Dataset::open(dir, Split::Train).with_context(|| format!("cannot open eval.data {}", dir.display()))?),
@@ -132,6 +168,8 @@ impl Trainer {
             step: state.step,
             rank,
             world,
+            dist,
+            buckets,
             eval_contexts,
         })
     }
