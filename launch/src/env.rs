@@ -57,6 +57,11 @@ pub fn worker_env(
     if let Some(n) = omp_threads {
         env.push(("OMP_NUM_THREADS", n.to_string()));
     }
+    // As torchrun: NCCL's watchdog turns a timed-out or failed collective into an abort
+    // instead of a hang (kept if the user set it).
+    if std::env::var_os("TORCH_NCCL_ASYNC_ERROR_HANDLING").is_none() {
+        env.push(("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1".to_string()));
+    }
     env
 }
 
