@@ -5,12 +5,16 @@
 #     transformers (the reference the parity tests compare against)
 #   - .venv/libtorch -> the wheel's torch/ folder (.cargo/config.toml points LIBTORCH there)
 #   - Debian's libgloo-dev (headers for the c10d Gloo shim of the distributed layer)
+# With --nccl (GPU machines): also the header-only nvidia-cuda-crt/-cccl wheels under
+# .venv/cuda-headers, and a build with ProcessGroupNCCL (cargo feature `nccl`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
 TRANSFORMERS_VERSION=5.23.0
 PYTHON=${PYTHON:-python3}
+NCCL=0
+[ "${1:-}" = "--nccl" ] && NCCL=1
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -42,6 +46,15 @@ fi
 if ! command -v cargo >/dev/null; then
   log "cargo not found: install Rust from https://rustup.rs"; exit 1
 fi
-log "building rlp (release)"
-cargo build --release --quiet --bins
-log "ready: target/release/rlp"
+features=()
+if [ "$NCCL" = 1 ]; then
+  if [ ! -f .venv/cuda-headers/nvidia/cu13/include/crt/host_config.h ]; then
+    log "installing CUDA headers for the NCCL shim into .venv/cuda-headers"
+    .venv/bin/pip install --quiet --disable-pip-version-check --no-deps --target .venv/cuda-headers \
+      nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85
+  fi
+  features=(--features nccl)
+fi
+log "building rlp and rlp-launch (release)"
+cargo build --release --quiet --workspace --bins "${features[@]}"
+log "ready: target/release/rlp, target/release/rlp-launch"

@@ -7,6 +7,9 @@ scripts/setup.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # --lib --bins --tests: every unit and integration test; benches stay out (they are benchmarks).
-cargo test --release --workspace --lib --bins --tests 2>&1 | tee "$log"
+# --no-fail-fast: one failing test binary does not hide the results of the others.
+status=0
+cargo test --release --workspace --lib --bins --tests --no-fail-fast 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

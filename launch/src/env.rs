@@ -127,7 +127,12 @@ mod tests {
         assert_eq!(e["RLP_RDZV_TIMEOUT"], "120");
         assert!(!e.contains_key("OMP_NUM_THREADS"));
         assert!(!e.contains_key("TORCHELASTIC_USE_AGENT_STORE"));
-        assert_eq!(e.len(), 16, "exactly the contract: {e:?}");
+        // Like torchrun, NCCL's async error handling is on unless the user chose otherwise.
+        let nccl = std::env::var_os("TORCH_NCCL_ASYNC_ERROR_HANDLING").is_none();
+        if nccl {
+            assert_eq!(e["TORCH_NCCL_ASYNC_ERROR_HANDLING"], "1");
+        }
+        assert_eq!(e.len(), 16 + nccl as usize, "exactly the contract: {e:?}");
     }
 
     #[test]

@@ -65,8 +65,10 @@ fn mix32(x: &Tensor) -> Tensor {
 pub fn uniform_noise(keys: &Tensor, step: usize, vocab: i64) -> Tensor {
     let step_key = (derive_seed(&[step as u64]) & MASK32) as i64;
     let token = mix32(&Tensor::arange(vocab, (Kind::Int64, keys.device())).bitwise_xor(step_key)).unsqueeze(0);
-    let bits = mix32(&token.bitwise_xor_tensor(keys)).bitwise_right_shift_tensor_scalar(8); // 24 bits
-    (bits.to_kind(Kind::Float) + 0.5) / (1u64 << 24) as f64
+    // 23 bits, so that (bits + 0.5) / 2^23 is exact in float32 and never rounds to 0 or 1 (a
+    // uniform of exactly 1 would make that token's Gumbel noise infinite).
+    let bits = mix32(&token.bitwise_xor_tensor(keys)).bitwise_right_shift_tensor_scalar(9);
+    (bits.to_kind(Kind::Float) + 0.5) / (1u64 << 23) as f64
 }
 
 /// `logits`: `[B, V]`; `keys`: [`row_keys`] of the batch; `step`: the decode step. Returns `(tokens [B] int64, logprobs [B] float32)`.
@@ -154,6 +156,42 @@ mod tests {
             let se = (q as f64 * (1.0 - q as f64) / n).sqrt();
             assert!((c / n - q as f64).abs() < 4.0 * se, "frequency {} vs probability {q}", c / n);
         }
+    }
+
+    #[test]
+    fn a_peaked_300_token_distribution_passes_a_chi_square_test() {
+        // 200k draws (10 steps × 20k rows) from softmax of Gaussian logits with std 3 (a few
+        // dominant tokens, a long tail), Pearson's χ² over tokens with expected count ≥ 5.
+        tch::manual_seed(5);
+        let vocab = 300i64;
+        let rows = 20_000usize;
+        let base = Tensor::randn([vocab], (Kind::Float, Device::Cpu)) * 3.0;
+        let logits = base.unsqueeze(0).repeat([rows as i64, 1]);
+        let p = params(99, 7);
+        let mut counts = vec![0f64; vocab as usize];
+        for step in 0..10 {
+            let (tokens, _) = sample(&logits, &p, &row_keys(&p, rows, Device::Cpu), step).unwrap();
+            for t in Vec::<i64>::try_from(tokens).unwrap() {
+                counts[t as usize] += 1.0;
+            }
+        }
+        let n = 10.0 * rows as f64;
+        let probs = Vec::<f64>::try_from(base.softmax(-1, Kind::Double)).unwrap();
+        let (mut chi2, mut df, mut rare_seen, mut rare_expected) = (0.0, 0usize, 0.0, 0.0);
+        for (c, q) in counts.iter().zip(&probs) {
+            let e = q * n;
+            if e >= 5.0 {
+                chi2 += (c - e) * (c - e) / e;
+                df += 1;
+            } else {
+                rare_seen += c;
+                rare_expected += e;
+            }
+        }
+        // χ² with df degrees of freedom: mean df, std √(2 df); 6 std is a generous bound.
+        let bound = df as f64 + 6.0 * (2.0 * df as f64).sqrt();
+        assert!(chi2 < bound, "χ² = {chi2:.1} over {df} tokens (bound {bound:.1})");
+        assert!((rare_seen - rare_expected).abs() < 6.0 * rare_expected.sqrt().max(1.0), "tail: {rare_seen} seen, {rare_expected:.1} expected");
     }
 
     #[test]
