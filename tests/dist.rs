@@ -233,3 +233,20 @@ fn launcher_reports_the_failing_ranks_error() {
     assert!(!out.status.success());
     assert!(err.contains("failed: ") && err.contains("must split over the 2 ranks in whole micro-batches"), "{err}");
 }
+
+#[test]
+fn a_worker_whose_master_never_answers_fails_within_the_timeout() {
+    let f = fixture();
+    let run = f.dir.join("orphan");
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_rlp"))
+        .args(train_args(&run, "rlp", 2, 4, 2, &["--set", "dist.rdzv_timeout_s=2"]))
+        .envs([("RANK", "1"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", &free_port())])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("error: ") && err.contains("rank 1 of 2: could not join the rendezvous store at 127.0.0.1:"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    assert!(!err.contains("panicked"), "{err}");
+}

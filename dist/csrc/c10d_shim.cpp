@@ -135,11 +135,20 @@ int rlp_c10d_store_add(void* s, const char* key, long delta, long* out) {
   return guarded([&] { *out = static_cast<long>(static_cast<Store*>(s)->store->add(key, delta)); });
 }
 
-void* rlp_c10d_pg_gloo(void* s, const char* prefix, int rank, int world_size, long timeout_ms) {
+// `bind_host` non-empty: Gloo's peer connections use the interface of that address (e.g.
+// 127.0.0.1 for a single-node run); empty: GLOO_SOCKET_IFNAME, else the hostname's address.
+void* rlp_c10d_pg_gloo(void* s, const char* prefix, int rank, int world_size, long timeout_ms, const char* bind_host) {
   Group* out = nullptr;
   int rc = guarded([&] {
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), static_cast<Store*>(s)->store);
-    auto opts = c10d::ProcessGroupGloo::Options::create_default(std::chrono::milliseconds(timeout_ms));
+    auto timeout = std::chrono::milliseconds(timeout_ms);
+    c10::intrusive_ptr<c10d::ProcessGroupGloo::Options> opts;
+    if (bind_host != nullptr && bind_host[0] != '\0') {
+      opts = c10d::ProcessGroupGloo::Options::create(timeout);
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(bind_host));
+    } else {
+      opts = c10d::ProcessGroupGloo::Options::create_default(timeout);
+    }
     auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, world_size, opts);
     out = new Group{pg};
   });

@@ -15,7 +15,7 @@ extern "C" {
     fn rlp_c10d_store_get(s: *mut c_void, key: *const c_char, timeout_ms: c_long, out: *mut *mut u8, out_len: *mut usize) -> c_int;
     fn rlp_c10d_buffer_free(p: *mut u8);
     fn rlp_c10d_store_add(s: *mut c_void, key: *const c_char, delta: c_long, out: *mut c_long) -> c_int;
-    fn rlp_c10d_pg_gloo(s: *mut c_void, prefix: *const c_char, rank: c_int, world: c_int, timeout_ms: c_long) -> *mut c_void;
+    fn rlp_c10d_pg_gloo(s: *mut c_void, prefix: *const c_char, rank: c_int, world: c_int, timeout_ms: c_long, bind_host: *const c_char) -> *mut c_void;
     fn rlp_c10d_pg_nccl(s: *mut c_void, prefix: *const c_char, rank: c_int, world: c_int, timeout_ms: c_long, device: c_int) -> *mut c_void;
     fn rlp_c10d_pg_free(g: *mut c_void);
     fn rlp_c10d_allreduce(g: *mut c_void, tensor: *mut c_void, op: c_int) -> c_int;
@@ -136,13 +136,15 @@ pub struct ProcessGroup {
 unsafe impl Send for ProcessGroup {}
 
 impl ProcessGroup {
-    /// Builds the group over `store`, its keys under `prefix`. `device` is the CUDA device for NCCL.
-    pub fn new(store: &Store, backend: Backend, prefix: &str, rank: usize, world: usize, timeout: Duration, device: usize) -> Result<ProcessGroup> {
+    /// Builds the group over `store`, its keys under `prefix`. `device` is the CUDA device for
+    /// NCCL; `gloo_host`, if given, the address whose interface Gloo's connections use.
+    pub fn new(store: &Store, backend: Backend, prefix: &str, rank: usize, world: usize, timeout: Duration, device: usize, gloo_host: Option<&str>) -> Result<ProcessGroup> {
         let p = cstr(prefix)?;
+        let host = cstr(gloo_host.unwrap_or(""))?;
         // SAFETY: live store handle; the group keeps its own reference to the store.
         let handle = unsafe {
             match backend {
-                Backend::Gloo => rlp_c10d_pg_gloo(store.0, p.as_ptr(), rank as c_int, world as c_int, millis(timeout)),
+                Backend::Gloo => rlp_c10d_pg_gloo(store.0, p.as_ptr(), rank as c_int, world as c_int, millis(timeout), host.as_ptr()),
                 Backend::Nccl => rlp_c10d_pg_nccl(store.0, p.as_ptr(), rank as c_int, world as c_int, millis(timeout), device as c_int),
             }
         };

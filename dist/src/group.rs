@@ -88,12 +88,10 @@ impl Dist {
         })?;
         let prefix = env.store_prefix();
         handshake(&store, &prefix, env, opts.rdzv_timeout).with_context(|| format!("{who}: rendezvous at {addr} failed"))?;
-        if backend == Backend::Gloo && is_loopback(&env.master_addr) && std::env::var_os("GLOO_SOCKET_IFNAME").is_none() {
-            // A single-node run: keep Gloo's peer connections on loopback too, instead of the
-            // interface the hostname resolves to.
-            std::env::set_var("GLOO_SOCKET_IFNAME", "lo");
-        }
-        let pg = ProcessGroup::new(&store, backend, &format!("{prefix}pg/"), rank, world, opts.timeout, env.local_rank)
+        // A single-node run keeps Gloo's peer connections on loopback too, instead of the
+        // interface the hostname resolves to (unless GLOO_SOCKET_IFNAME says otherwise).
+        let gloo_host = (is_loopback(&env.master_addr) && std::env::var_os("GLOO_SOCKET_IFNAME").is_none()).then_some("127.0.0.1");
+        let pg = ProcessGroup::new(&store, backend, &format!("{prefix}pg/"), rank, world, opts.timeout, env.local_rank, gloo_host)
             .with_context(|| format!("{who}: cannot create the {} process group", backend.name()))?;
         Ok(Dist { rank, world, local_rank: env.local_rank, device, restart_count: env.restart_count, timeout: opts.timeout, pg: Some(pg), _store: Some(store) })
     }
