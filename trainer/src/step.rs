@@ -106,7 +106,7 @@ impl Trainer {
         let (policy_units, ntp_units) = (units[0].max(1.0), units[1].max(1.0));
         let mut sums: BTreeMap<&str, f64> = BTreeMap::new();
         let mut total_loss = 0.0;
-        let mut grad_norm = 0.0;
+        let (mut grad_norm, mut t_sync) = (0.0, 0.0);
         let lr = lr_at(&cfg.optim, self.step, cfg.train.max_steps);
         let l_max = cfg.thought.max_tokens as i64;
         for pass in 0..cfg.loss.updates_per_batch {
@@ -163,7 +163,8 @@ impl Trainer {
                 }
                 loss.backward();
             }
-            grad_norm = self.optimizer_step(lr)?;
+            let (norm, sync) = self.optimizer_step(lr)?;
+            (grad_norm, t_sync) = (norm, t_sync + sync);
         }
         let t_update = update_start.elapsed().as_secs_f64();
 
@@ -200,15 +201,19 @@ impl Trainer {
         m.insert("time/rollout".into(), t_rollout);
         m.insert("time/score".into(), t_score);
         m.insert("time/update".into(), t_update);
+        m.insert("time/grad_sync".into(), t_sync);
         let m = self.reduce_metrics(m)?;
         self.step += 1;
         Ok(StepOutput { metrics: m, contexts, thoughts, s_pred, s_ema, reward, advantage, loss: total_loss })
     }
 
-    /// Gradient all-reduce → clip → AdamW → EMA; returns the gradient norm before clipping.
-    fn optimizer_step(&mut self, lr: f64) -> Result<f64> {
+    /// Gradient all-reduce → clip → AdamW → EMA; returns the gradient norm before clipping and
+    /// the seconds the all-reduce took.
+    fn optimizer_step(&mut self, lr: f64) -> Result<(f64, f64)> {
         // Losses were divided by global counts already, so the gradients are summed, not averaged.
+        let sync_start = Instant::now();
         self.buckets.all_reduce_grads(self.policy.weights(), 1.0, &self.dist)?;
+        let t_sync = sync_start.elapsed().as_secs_f64();
         let grad_norm = clip_grad_norm(self.policy.weights(), self.cfg.optim.grad_clip);
         if !grad_norm.is_finite() {
             bail!("gradient norm is {grad_norm} at step {}; stopping before the update", self.step);
@@ -218,7 +223,7 @@ impl Trainer {
         if let Some(ema) = self.ema.as_mut() {
             ema.update(&self.policy)?;
         }
-        Ok(grad_norm)
+        Ok((grad_norm, t_sync))
     }
 
     /// The compute-matched baseline: the ordinary next-token loss on the same context windows,
@@ -243,8 +248,9 @@ impl Trainer {
             tokens += count;
             loss.backward();
         }
-        let grad_norm = self.optimizer_step(lr)?;
+        let (grad_norm, t_sync) = self.optimizer_step(lr)?;
         let mut m = BTreeMap::new();
+        m.insert("time/grad_sync".into(), t_sync);
         m.insert("loss/ntp".into(), total);
         m.insert("loss/total".into(), total);
         m.insert("optim/grad_norm".into(), grad_norm);
