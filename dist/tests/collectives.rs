@@ -158,3 +158,23 @@ fn dead_peer_fails_the_collective() {
     });
     assert!(out[0].contains("rank 0 of 2: all-reduce of gradient bucket 0 failed"), "{}", out[0]);
 }
+
+#[test]
+fn a_stuck_peer_times_out_the_collective() {
+    let port = free_port();
+    let o = DistOptions { rdzv_timeout: Duration::from_secs(20), timeout: Duration::from_secs(1) };
+    let o1 = o.clone();
+    let stuck = std::thread::spawn(move || {
+        let d = Dist::init(&env(1, 2, port), Device::Cpu, &o1).expect("init");
+        std::thread::sleep(Duration::from_secs(4)); // alive, but never joins the collective
+        drop(d);
+    });
+    let d = Dist::init(&env(0, 2, port), Device::Cpu, &o).expect("init");
+    let start = Instant::now();
+    let err = d.all_reduce(&Tensor::ones([8], (Kind::Float, Device::Cpu)), ReduceOp::Sum, "gradient bucket 2").unwrap_err();
+    let waited = start.elapsed();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("rank 0 of 2: all-reduce of gradient bucket 2 failed (timeout 1 s)"), "{msg}");
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    stuck.join().unwrap();
+}
