@@ -1,7 +1,8 @@
 //! Where thoughts are inserted: token positions `t` of training documents, each giving a context
 //! `x_<t` (at most `data.max_context` tokens) and the true next tokens `x_t .. x_{t+n_true}`.
 //!
-//! Documents come from a seeded, rank-disjoint [`DocStream`]; every random choice inside a
+//! Documents come from one seeded [`DocStream`] that every rank of a data-parallel job reads in
+//! full (each keeps its slice of a step's contexts, see `step.rs`); every random choice inside a
 //! document is drawn from an RNG seeded by (seed, epoch, document), and the entropy strategies
 //! depend only on the model's weights, so a run resumed from a checkpoint's cursor replays the
 //! same contexts. A step consumes whole documents; positions left over in its last document are
