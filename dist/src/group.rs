@@ -189,16 +189,37 @@ fn handshake(store: &Store, prefix: &str, env: &DistEnv, timeout: Duration) -> R
     let host = std::env::var("HOSTNAME").unwrap_or_default();
     let me = format!("{} {} {}", env.world_size, std::process::id(), host);
     store.set(&format!("{prefix}hello/{}", env.rank), me.as_bytes())?;
-    for r in 0..env.world_size {
+    let world_of = |r: usize| -> Result<usize> {
         let value = store
             .get(&format!("{prefix}hello/{r}"), timeout)
             .with_context(|| format!("rank {r} never arrived within {:.0} s", timeout.as_secs_f64()))?;
-        let text = String::from_utf8_lossy(&value).to_string();
-        let world: usize = text.split_whitespace().next().and_then(|w| w.parse().ok()).unwrap_or(0);
-        if world != env.world_size {
-            bail!("rank {r} was started with WORLD_SIZE={world} but this rank ({}) with WORLD_SIZE={}: all ranks must agree", env.rank, env.world_size);
+        Ok(String::from_utf8_lossy(&value).split_whitespace().next().and_then(|w| w.parse().ok()).unwrap_or(0))
+    };
+    let mismatch = |r: usize, world: usize| {
+        anyhow::anyhow!("rank {r} was started with WORLD_SIZE={world} but this rank ({}) with WORLD_SIZE={}: all ranks must agree", env.rank, env.world_size)
+    };
+    // Rank 0's announcement first, and say so: rank 0 hosts the store, and if it stops at a
+    // mismatch before the others have read it they would only see a closed connection.
+    let root_world = world_of(0)?;
+    store.add(&format!("{prefix}read_root"), 1)?;
+    let mut result = if root_world != env.world_size { Err(mismatch(0, root_world)) } else { Ok(()) };
+    if result.is_ok() {
+        for r in 1..env.world_size {
+            let world = world_of(r)?;
+            if world != env.world_size {
+                result = Err(mismatch(r, world));
+                break;
+            }
         }
     }
+    if result.is_err() && env.is_store_server() {
+        // Keep the store up until the ranks that came have read rank 0's world size (bounded).
+        let deadline = std::time::Instant::now() + timeout.min(Duration::from_secs(10));
+        while store.add(&format!("{prefix}read_root"), 0)? < env.world_size as i64 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    result?;
     // Count arrivals so a second process claiming an existing rank is caught.
     let arrived = store.add(&format!("{prefix}arrived"), 1)?;
     if arrived > env.world_size as i64 {
