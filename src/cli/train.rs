@@ -54,6 +54,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
     });
     let mut trainer = Trainer::new(cfg, &run_dir, a.resume).with_context(|| format!("cannot start the run in {}", run_dir.display()))?;
     trainer.run(&RunOptions { dump_step: a.dump_step, handle_ctrl_c: true, progress: true })?;
-    eprintln!("done: {} steps; logs and checkpoints in {}", trainer.step, run_dir.display());
+    if trainer.dist.is_main() {
+        eprintln!("done: {} steps; logs and checkpoints in {}", trainer.step, run_dir.display());
+    }
     Ok(())
 }
