@@ -43,7 +43,9 @@ impl Buckets {
                 _ => groups.push((vec![name.clone()], n)),
             }
         }
-        let buckets = groups.into_iter().map(|(names, size)| Bucket { names, flat: Tensor::zeros([size], (Kind::Float, dist.device)) }).collect();
+        // A world of one never communicates: no buffers (they would cost 4 bytes per parameter).
+        let size_of = |size: i64| if dist.world > 1 { size } else { 0 };
+        let buckets = groups.into_iter().map(|(names, size)| Bucket { names, flat: Tensor::zeros([size_of(size)], (Kind::Float, dist.device)) }).collect();
         Buckets { buckets }
     }
 
@@ -60,10 +62,15 @@ impl Buckets {
     /// already divided by a global count). A parameter without a gradient contributes zeros;
     /// [`materialize_grads`] makes sure every parameter has one so the sum can be written back.
     pub fn all_reduce_grads(&self, params: &BTreeMap<String, Tensor>, scale: f64, dist: &Dist) -> Result<()> {
-        if dist.world == 1 && scale == 1.0 {
+        let _g = tch::no_grad_guard();
+        if dist.world == 1 {
+            if scale != 1.0 {
+                for p in params.values().map(Tensor::grad).filter(Tensor::defined) {
+                    let _ = p.shallow_clone().f_mul_scalar_(scale)?;
+                }
+            }
             return Ok(());
         }
-        let _g = tch::no_grad_guard();
         for (i, b) in self.buckets.iter().enumerate() {
             self.pack(b, params, |p| p.grad())?;
             dist.all_reduce(&b.flat, ReduceOp::Sum, &format!("gradient bucket {i} ({} tensors from `{}`)", b.names.len(), b.names[0]))?;
