@@ -7,39 +7,28 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// reported on stderr and otherwise ignored, because the worker is already failing.
 pub fn record(message: &str) {
     let Some(path) = std::env::var_os("TORCHELASTIC_ERROR_FILE") else { return };
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let json = format!(
-        "{{\"message\": {{\"message\": {}, \"extraInfo\": {{\"py_callstack\": {}, \"timestamp\": \"{timestamp}\"}}}}}}",
-        json_string(message),
-        json_string(message)
-    );
-    if let Err(e) = std::fs::write(&path, json) {
+    if let Err(e) = std::fs::write(&path, payload(message).to_string()) {
         eprintln!("note: cannot write the error file {}: {e}", std::path::Path::new(&path).display());
     }
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// The JSON torchrun's `@record` writes; the message stands in for Python's call stack.
+fn payload(message: &str) -> serde_json::Value {
+    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    serde_json::json!({
+        "message": {"message": message, "extraInfo": {"py_callstack": message, "timestamp": timestamp.to_string()}}
+    })
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn escapes_json() {
-        assert_eq!(super::json_string("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+    fn message_survives_quotes_backslashes_newlines_and_control_characters() {
+        let message = "rank 1: \"x\" \\ y\nz\u{1}";
+        let text = super::payload(message).to_string();
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["message"]["message"], message);
+        assert_eq!(back["message"]["extraInfo"]["py_callstack"], message);
+        assert!(!text.contains('\n'), "one line: {text}");
     }
 }

@@ -177,12 +177,12 @@ impl Trainer {
         }
         let lengths: Vec<f64> = thoughts.iter().flatten().map(|t| t.inner().len() as f64).collect();
         let closed = thoughts.iter().flatten().filter(|t| t.closed).count() as f64 / lengths.len() as f64;
-        let (reward_all, s_pred_all, advantage_all) = (
-            self.dist.all_gather_rows(&reward, "rewards")?,
-            self.dist.all_gather_rows(&s_pred, "S_pred")?,
-            self.dist.all_gather_rows(&advantage, "advantages")?,
-        );
-        let s_ema_all = self.dist.all_gather_rows(&s_ema.view([b as i64, -1]), "S_ema")?.view([-1]);
+        // One gather of [reward | S_pred | advantage | S_ema] rows from every rank.
+        let (gi, bi) = (g as i64, b as i64);
+        let packed = Tensor::cat(&[&reward, &s_pred, &advantage, &s_ema.view([bi, 1]).to_kind(Kind::Float)], 1);
+        let all = self.dist.all_gather_rows(&packed, "rewards, S_pred, advantages and S_ema")?;
+        let (reward_all, s_pred_all, advantage_all) = (all.narrow(1, 0, gi), all.narrow(1, gi, gi), all.narrow(1, 2 * gi, gi));
+        let s_ema_all = all.narrow(1, 3 * gi, 1).reshape([-1]);
         m.insert("reward/mean".into(), reward_all.mean(Kind::Float).double_value(&[]));
         m.insert("reward/std".into(), reward_all.std(true).double_value(&[]));
         m.insert("s_pred/mean".into(), s_pred_all.mean(Kind::Float).double_value(&[]));
@@ -327,16 +327,14 @@ impl Trainer {
             return Ok(m);
         }
         let summed = |k: &str| (k.starts_with("loss/") && k != "loss/clip_frac") || k.starts_with("perf/");
-        let maxed = |k: &str| k.starts_with("time/");
-        let keys: Vec<String> = m.keys().cloned().collect();
-        let sum_keys: Vec<&String> = keys.iter().filter(|k| summed(k)).collect();
-        let max_keys: Vec<&String> = keys.iter().filter(|k| maxed(k)).collect();
-        let mean_keys: Vec<&String> = keys.iter().filter(|k| !summed(k) && !maxed(k)).collect();
+        let (max_keys, sum_keys): (Vec<&String>, Vec<&String>) = m.keys().partition(|k| k.starts_with("time/"));
         let mut out = BTreeMap::new();
-        for (group, op, scale) in [(sum_keys, ReduceOp::Sum, 1.0), (max_keys, ReduceOp::Max, 1.0), (mean_keys, ReduceOp::Sum, 1.0 / self.world as f64)] {
-            let values: Vec<f64> = group.iter().map(|k| m[*k]).collect();
+        // Two collectives: a sum (a mean is a sum divided by the world) and a max.
+        for (keys, op) in [(sum_keys, ReduceOp::Sum), (max_keys, ReduceOp::Max)] {
+            let values: Vec<f64> = keys.iter().map(|k| m[*k]).collect();
             let reduced = self.dist.reduce_f64(&values, op, "the step's metrics")?;
-            for (k, v) in group.into_iter().zip(reduced) {
+            for (k, v) in keys.into_iter().zip(reduced) {
+                let scale = if op == ReduceOp::Sum && !summed(k) { 1.0 / self.world as f64 } else { 1.0 };
                 out.insert(k.clone(), v * scale);
             }
         }

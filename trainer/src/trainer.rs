@@ -67,8 +67,9 @@ impl Trainer {
         }
         // Every rank reads the checkpoint itself; they must all have found the same one.
         let found = latest.as_deref().and_then(checkpoint::step_of).map_or(-1.0, |s| s as f64);
-        let lo = dist.reduce_f64(&[found], ReduceOp::Min, "the resume step")?[0];
-        let hi = dist.reduce_f64(&[found], ReduceOp::Max, "the resume step")?[0];
+        // One collective for both ends: max(x) and −min(x) = max(−x).
+        let ends = dist.reduce_f64(&[found, -found], ReduceOp::Max, "the resume step")?;
+        let (lo, hi) = (-ends[1], ends[0]);
         anyhow::ensure!(
             lo == hi,
             "ranks found different latest checkpoints in {} (steps {lo} to {hi}; -1 = none): on several nodes the run directory must be on a shared filesystem",
