@@ -366,7 +366,7 @@ fn fixed_thoughts_score_and_loss_by_two_paths() {
     let (b, g) = (2usize, 3usize);
     let temperature = 0.7;
     let tr = thought_rows(&contexts, &thoughts);
-    let sc = score_thoughts(&lm, &tr, temperature, false);
+    let sc = score_thoughts(&lm, &tr, temperature);
     let s_ema = no_think_scores(&lm, &contexts);
     let s_pred = sc.s_pred.view([b as i64, g as i64]);
     let reward = info_gain(&s_pred, &s_ema);

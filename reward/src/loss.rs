@@ -76,10 +76,15 @@ pub struct PolicyLoss {
     /// Fraction of masked tokens where the clip binds (the clipped term is the one taken and it
     /// differs from the unclipped one, so the token gets no gradient). 0 for REINFORCE.
     pub clip_fraction: f64,
-    /// Token mean of `old_logp − logp` (the k1 estimate of KL(old‖new), verl's `ppo_kl`).
-    pub approx_kl: f64,
-    /// Token mean of the importance ratio `exp(logp − old_logp)`.
+    /// Estimate of KL(π_θ ‖ π_old) per token from the behaviour samples: the token mean of
+    /// `ρ log ρ − (ρ − 1)` (unbiased, since E_old[ρ log ρ] = KL(π‖π_old) and E_old[ρ − 1] = 0;
+    /// each term ≥ 0). On the first update of a batch it measures how far the teacher-forced
+    /// policy is from the sampler's (0 when they agree); on later updates, how far the updates
+    /// have moved.
+    pub kl_old: f64,
+    /// Token mean and maximum of the importance ratio `ρ = exp(logp − old_logp)`.
     pub ratio_mean: f64,
+    pub ratio_max: f64,
 }
 
 /// The policy term over thought tokens.
@@ -116,12 +121,15 @@ pub fn policy_loss(logp: &Tensor, old_logp: &Tensor, advantage: &Tensor, mask: &
     let _guard = tch::no_grad_guard();
     let tokens = m.sum(Kind::Float).double_value(&[]).max(1.0);
     let masked_mean = |t: &Tensor| (t.to_kind(Kind::Float) * &m).sum(Kind::Float).double_value(&[]) / tokens;
+    let log_ratio = &logp - &old_logp;
+    let ratio_max = if tokens > 0.0 { ratio.masked_fill(&outside, 0.0).max().double_value(&[]) } else { 1.0 };
     PolicyLoss {
         loss,
         sum,
         clip_fraction: masked_mean(&binds),
-        approx_kl: masked_mean(&(&old_logp - &logp)),
+        kl_old: masked_mean(&(&ratio * &log_ratio - (&ratio - 1.0))),
         ratio_mean: masked_mean(&ratio),
+        ratio_max,
     }
 }
 
@@ -254,7 +262,7 @@ mod tests {
         let expected = [-1.0 / 3.0, -1.0 / 3.0, -1.0 / 3.0, 0.25, 0.25, 0.0];
         assert_close(&grad, &expected, 1e-6);
         assert_eq!(stats.clip_fraction, 0.0);
-        assert_close(&[stats.approx_kl, stats.ratio_mean], &[0.0, 1.0], 1e-6);
+        assert_close(&[stats.kl_old, stats.ratio_mean, stats.ratio_max], &[0.0, 1.0, 1.0], 1e-6);
         let (_, grad_reinforce, _) = run(&logp, &logp, &adv, &mask, &cfg(Estimator::Reinforce, Aggregation::SeqMeanTokenMean));
         assert_close(&grad_reinforce, &expected, 1e-6);
     }
@@ -270,8 +278,9 @@ mod tests {
         assert_close(&[stats.clip_fraction], &[2.0 / 6.0], 1e-9);
         // d(−ρA)/dlogp = −ρA, zero where the clip binds.
         assert_close(&grad, &[0.0, -0.5 / 6.0, -1.1 / 6.0, 1.5 / 6.0, 0.0, 1.1 / 6.0], 1e-6);
-        let mean_log_ratio = (1.5f64.ln() + 0.5f64.ln() + 1.1f64.ln()) / 3.0;
-        assert_close(&[stats.approx_kl, stats.ratio_mean], &[-mean_log_ratio, 3.1 / 3.0], 1e-6);
+        // Σ ρ log ρ − (ρ − 1) over the three ratios (twice each), by hand.
+        let kl: f64 = [1.5f64, 0.5, 1.1].iter().map(|r| r * r.ln() - (r - 1.0)).sum::<f64>() / 3.0;
+        assert_close(&[stats.kl_old, stats.ratio_mean, stats.ratio_max], &[kl, 3.1 / 3.0, 1.5], 1e-6);
     }
 
     #[test]
@@ -292,7 +301,7 @@ mod tests {
         for est in [Estimator::PpoClip, Estimator::Reinforce] {
             let (loss, grad, stats) = run(&logp, &old, &[1.5, -0.5], &mask, &cfg(est, Aggregation::SeqMeanTokenMean));
             assert!(loss.is_finite(), "{est:?}");
-            assert!(stats.approx_kl.is_finite() && stats.ratio_mean.is_finite());
+            assert!(stats.kl_old.is_finite() && stats.ratio_mean.is_finite() && stats.ratio_max.is_finite());
             assert_eq!((grad[1], grad[3]), (0.0, 0.0), "{est:?}");
             assert!(grad[0] != 0.0 && grad[2] != 0.0, "{est:?}");
         }

@@ -106,20 +106,31 @@ pub struct ThoughtScores {
     /// `[N, K]` differentiable log-probs of the actions at the loss temperature.
     pub logp: Tensor,
     pub mask: Tensor,
-    /// Per-action entropy, when asked for (the top-ρ entropy mask).
-    pub entropy: Option<Tensor>,
+    /// `[N, K]` entropy of the policy at each action (at the loss temperature), detached: the
+    /// top-ρ entropy mask and the `policy/entropy` diagnostic.
+    pub entropy: Tensor,
     /// `[N]` S_pred = Σ_s log p_θ(x_{t+s} | x_<t, thought, x_t..x_{t+s−1}), detached.
     pub s_pred: Tensor,
+    /// `[N]` 1 where the argmax prediction after the thought is the true next token x_t (the
+    /// thought led to the right answer), else 0.
+    pub right: Tensor,
 }
 
 /// One forward for both the policy's action log-probs (with gradient) and S_pred (without):
 /// the same θ that sampled the thoughts scores them, as in RLP's Algorithm 1.
-pub fn score_thoughts(lm: &CausalLm, tr: &ThoughtRows, temperature: f64, with_entropy: bool) -> ThoughtScores {
+pub fn score_thoughts(lm: &CausalLm, tr: &ThoughtRows, temperature: f64) -> ThoughtScores {
     let batch = PaddedBatch::new(&tr.rows, 0, Padding::Right, lm.device());
     let hidden = lm.forward(&batch.ids, &batch.positions, batch.key_valid(), None);
-    let actions = scores_from_hidden(lm, &hidden, &batch.ids, &tr.action_at, temperature, with_entropy);
-    let targets = scores_from_hidden(lm, &hidden.detach(), &batch.ids, &tr.target_at, 1.0, false);
-    ThoughtScores { logp: actions.logp, mask: actions.mask, entropy: actions.entropy, s_pred: targets.logp.detach().sum_dim_intlist(-1, false, Kind::Float) }
+    let actions = scores_from_hidden(lm, &hidden, &batch.ids, &tr.action_at, temperature, true);
+    let targets = scores_from_hidden(lm, &hidden.detach(), &batch.ids, &tr.target_at, 1.0, true);
+    let (entropy, hit) = (actions.entropy.unwrap_or_else(|| actions.mask.zeros_like()), targets.hit.unwrap_or_else(|| targets.mask.zeros_like()));
+    ThoughtScores {
+        logp: actions.logp,
+        mask: actions.mask,
+        entropy,
+        s_pred: targets.logp.detach().sum_dim_intlist(-1, false, Kind::Float),
+        right: hit.narrow(1, 0, 1).squeeze_dim(1),
+    }
 }
 
 /// `[B]` Σ_s log p(x_{t+s} | x_<t, x_t..x_{t+s−1}) with no thought (S_ema under the EMA teacher,

@@ -102,6 +102,10 @@ impl Trainer {
         let s_pred = Tensor::zeros([b as i64, g as i64], (Kind::Float, self.policy.device()));
         let reward = Tensor::zeros_like(&s_pred);
         let advantage = Tensor::zeros_like(&s_pred);
+        // Per thought, for the diagnostics: Σ of the policy's entropy over its actions, and
+        // whether the answer predicted after it (argmax) is the true next token.
+        let entropy_sum = Tensor::zeros_like(&s_pred);
+        let right = Tensor::zeros_like(&s_pred);
         let units = self.dist.reduce_f64(&self.loss_units(&contexts, &thoughts), ReduceOp::Sum, "the step's loss normalisers")?;
         let (policy_units, ntp_units) = (units[0].max(1.0), units[1].max(1.0));
         let mut sums: BTreeMap<&str, f64> = BTreeMap::new();
@@ -114,9 +118,12 @@ impl Trainer {
             for first in (0..b).step_by(mb) {
                 let ctx = &contexts[first..first + mb];
                 let rows = thought_rows(ctx, &thoughts[first..first + mb]);
-                let sc = score_thoughts(&self.policy, &rows, lp_temperature, cfg.loss.entropy_top_ratio < 1.0);
+                let sc = score_thoughts(&self.policy, &rows, lp_temperature);
                 let range = first as i64..(first + mb) as i64;
                 if pass == 0 {
+                    let (mbi, gi) = (mb as i64, g as i64);
+                    entropy_sum.narrow(0, first as i64, mbi).copy_(&(&sc.entropy * &sc.mask).sum_dim_intlist(-1, false, Kind::Float).view([mbi, gi]));
+                    right.narrow(0, first as i64, mbi).copy_(&sc.right.view([mbi, gi]));
                     let sp = sc.s_pred.view([mb as i64, g as i64]);
                     s_pred.narrow(0, first as i64, mb as i64).copy_(&sp);
                     // r = S_pred − S_ema (RLP Eq. 5; Quiet-STaR's reward with the current model
@@ -129,15 +136,21 @@ impl Trainer {
                     advantage.narrow(0, first as i64, mb as i64).copy_(&advantages(&r, &cfg.advantage));
                 }
                 let adv = advantage.narrow(0, range.start, mb as i64).reshape([-1]);
-                let mask = match &sc.entropy {
-                    Some(entropy) => entropy_top_mask(entropy, &sc.mask, cfg.loss.entropy_top_ratio),
-                    None => sc.mask.shallow_clone(),
-                };
+                let mask = entropy_top_mask(&sc.entropy, &sc.mask, cfg.loss.entropy_top_ratio);
                 let old = rows.old_logp.to_device(sc.logp.device());
                 let pl = policy_loss(&sc.logp, &old, &adv, &mask, &cfg.loss, l_max);
                 let mut loss = pl.sum / policy_units;
                 *sums.entry("loss/policy").or_default() += loss.double_value(&[]);
                 *sums.entry("loss/clip_frac").or_default() += pl.clip_fraction;
+                if pass + 1 == cfg.loss.updates_per_batch {
+                    // Before the last update: KL(π_θ ‖ π_old) and the ratio say how far the
+                    // teacher-forced policy is from the one that sampled (on the first update:
+                    // a sampler / scorer mismatch; on later ones, also the updates so far).
+                    *sums.entry("policy/kl_old").or_default() += pl.kl_old;
+                    *sums.entry("policy/ratio_mean").or_default() += pl.ratio_mean;
+                    let r_max = sums.entry("policy/ratio_max").or_insert(0.0);
+                    *r_max = r_max.max(pl.ratio_max);
+                }
                 if cfg.loss.kl_coef > 0.0 {
                     let reference = self.reference_model()?;
                     let ref_logp = {
@@ -171,18 +184,32 @@ impl Trainer {
         // Metrics, over the whole step on all ranks. The loss terms are this rank's share of the
         // global mean (summed across ranks below); the clip fraction is a mean per micro-batch.
         let updates = cfg.loss.updates_per_batch as f64;
+        let micro_batches = (b / mb) as f64;
         for (k, v) in sums {
-            let per = if k == "loss/clip_frac" { updates * (b / mb) as f64 } else { updates };
+            let per = match k {
+                "loss/clip_frac" => updates * micro_batches,
+                "policy/kl_old" | "policy/ratio_mean" => micro_batches,
+                "policy/ratio_max" => 1.0,
+                _ => updates,
+            };
             m.insert(k.to_string(), v / per);
         }
         let lengths: Vec<f64> = thoughts.iter().flatten().map(|t| t.inner().len() as f64).collect();
         let closed = thoughts.iter().flatten().filter(|t| t.closed).count() as f64 / lengths.len() as f64;
-        // One gather of [reward | S_pred | advantage | S_ema] rows from every rank.
         let (gi, bi) = (g as i64, b as i64);
-        let packed = Tensor::cat(&[&reward, &s_pred, &advantage, &s_ema.view([bi, 1]).to_kind(Kind::Float)], 1);
-        let all = self.dist.all_gather_rows(&packed, "rewards, S_pred, advantages and S_ema")?;
-        let (reward_all, s_pred_all, advantage_all) = (all.narrow(1, 0, gi), all.narrow(1, gi, gi), all.narrow(1, 2 * gi, gi));
-        let s_ema_all = all.narrow(1, 3 * gi, 1).reshape([-1]);
+        let length = Tensor::from_slice(&lengths.iter().map(|&l| l as f32).collect::<Vec<_>>()).view([bi, gi]).to_device(s_pred.device());
+        let actions: Vec<f32> = thoughts.iter().flatten().map(|t| t.actions.len() as f32).collect();
+        let actions = Tensor::from_slice(&actions).view([bi, gi]).to_device(s_pred.device());
+        // One gather of [reward | S_pred | advantage | entropy sum | actions | right | length | S_ema]
+        // rows from every rank.
+        let columns = [&reward, &s_pred, &advantage, &entropy_sum, &actions, &right, &length];
+        let mut packed: Vec<Tensor> = columns.iter().map(|t| t.to_kind(Kind::Float)).collect();
+        packed.push(s_ema.view([bi, 1]).to_kind(Kind::Float));
+        let all = self.dist.all_gather_rows(&Tensor::cat(&packed, 1), "rewards, S_pred, advantages, diagnostics and S_ema")?;
+        let col = |i: i64| all.narrow(1, i * gi, gi);
+        let (reward_all, s_pred_all, advantage_all) = (col(0), col(1), col(2));
+        let s_ema_all = all.narrow(1, 7 * gi, 1).reshape([-1]);
+        m.extend(diagnostics(&reward_all, &s_pred_all, &advantage_all, &col(3), &col(4), &col(5), &col(6), &s_ema_all));
         m.insert("reward/mean".into(), reward_all.mean(Kind::Float).double_value(&[]));
         m.insert("reward/std".into(), reward_all.std(true).double_value(&[]));
         m.insert("s_pred/mean".into(), s_pred_all.mean(Kind::Float).double_value(&[]));
@@ -327,7 +354,7 @@ impl Trainer {
             return Ok(m);
         }
         let summed = |k: &str| (k.starts_with("loss/") && k != "loss/clip_frac") || k.starts_with("perf/");
-        let (max_keys, sum_keys): (Vec<&String>, Vec<&String>) = m.keys().partition(|k| k.starts_with("time/"));
+        let (max_keys, sum_keys): (Vec<&String>, Vec<&String>) = m.keys().partition(|k| k.starts_with("time/") || k.ends_with("_max"));
         let mut out = BTreeMap::new();
         // Two collectives: a sum (a mean is a sum divided by the world) and a max.
         for (keys, op) in [(sum_keys, ReduceOp::Sum), (max_keys, ReduceOp::Max)] {
@@ -340,4 +367,36 @@ impl Trainer {
         }
         Ok(out)
     }
+}
+
+/// The learning diagnostics of a thought step, over all ranks' `[B, G]` thoughts (README,
+/// "Metrics"): what share of thoughts is pushed up, how peaked the policy is, whether reward
+/// tracks length, and how the thoughts that lead to the right answer are scored.
+#[allow(clippy::too_many_arguments)]
+fn diagnostics(reward: &Tensor, s_pred: &Tensor, advantage: &Tensor, entropy_sum: &Tensor, actions: &Tensor, right: &Tensor, length: &Tensor, s_ema: &Tensor) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    let value = |t: Tensor| t.double_value(&[]);
+    m.insert("advantage/pos_frac".into(), value(advantage.gt(0.0).to_kind(Kind::Float).mean(Kind::Float)));
+    m.insert("policy/entropy".into(), value(entropy_sum.sum(Kind::Float)) / value(actions.sum(Kind::Float)).max(1.0));
+    m.insert("thought/reward_length_corr".into(), pearson(reward, length));
+    let n_right = value(right.sum(Kind::Float));
+    let n_wrong = right.numel() as f64 - n_right;
+    m.insert("thought/right_frac".into(), n_right / right.numel().max(1) as f64);
+    // S_ema belongs to the context: weight each context's by its right (or wrong) thoughts.
+    let s_ema = s_ema.view([-1, 1]).expand_as(s_pred);
+    for (name, weight, n) in [("right", right.shallow_clone(), n_right), ("wrong", 1.0 - right, n_wrong)] {
+        if n > 0.0 {
+            m.insert(format!("s_pred/{name}"), value((s_pred * &weight).sum(Kind::Float)) / n);
+            m.insert(format!("s_ema/{name}"), value((&s_ema * &weight).sum(Kind::Float)) / n);
+        }
+    }
+    m
+}
+
+/// Pearson's correlation of two equally shaped tensors; 0 when either is constant.
+fn pearson(x: &Tensor, y: &Tensor) -> f64 {
+    let (x, y) = (x.to_kind(Kind::Double).flatten(0, -1), y.to_kind(Kind::Double).flatten(0, -1));
+    let (dx, dy) = (&x - x.mean(Kind::Double), &y - y.mean(Kind::Double));
+    let den = ((&dx * &dx).sum(Kind::Double) * (&dy * &dy).sum(Kind::Double)).sqrt().double_value(&[]);
+    if den > 0.0 { (dx * dy).sum(Kind::Double).double_value(&[]) / den } else { 0.0 }
 }
