@@ -30,6 +30,10 @@ pub struct InitArgs {
     pub max_positions: i64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// A separate output matrix (`lm_head.weight`, as in Qwen3-8B or Llama-3-8B) instead of the
+    /// input embeddings reused as one.
+    #[arg(long)]
+    pub untied_embeddings: bool,
 }
 
 pub fn run(a: InitArgs) -> Result<()> {
@@ -58,7 +62,7 @@ pub fn run(a: InitArgs) -> Result<()> {
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
         "hidden_act": "silu",
         "attention_bias": false,
-        "tie_word_embeddings": true,
+        "tie_word_embeddings": !a.untied_embeddings,
         "bos_token_id": null,
         "eos_token_id": eos,
         "dtype": "float32",
