@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job: on CPU, with no download, show a tiny model learning to use its thoughts.
 #   a. `rlp data synth` writes a procedural world (arithmetic and list tasks) as worked examples
-#      (the working inside <think> … </think>) and plain statements; a tiny Qwen3 is pretrained
-#      from scratch on the mix with the next-token objective;
+#      (the working inside <think> … </think>) and plain statements; the worked examples come from
+#      a careless teacher who forgets an addition's carry 60% of the time (`--careless 0.6`), the
+#      plain statements are true; a tiny Qwen3 is pretrained from scratch on the mix with the
+#      next-token objective, so it thinks right only about half of the time;
 #   b. from that checkpoint, on plain statements only: RLP, and compute-matched next-token
 #      training, three seeds each (`rlp ablate configs/demo/compare.toml`);
 #   c. the table: held-out answer-token accuracy and NLL without a thought and with a greedy
@@ -16,7 +18,7 @@ mkdir -p "$out"
 start=$(date +%s)
 
 if [ ! -f "$out/world/eval.jsonl" ]; then
-  $rlp data synth --output "$out/world" --documents 1000 --seed 0
+  $rlp data synth --output "$out/world" --documents 1000 --seed 0 --careless 0.6
 fi
 if [ ! -f "$out/model-init/config.json" ]; then
   $rlp init --tokenizer "$out/world/tokenizer" --output "$out/model-init" \

@@ -10,10 +10,6 @@ use common::*;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
-
-
-
-
 fn config() -> String {
     root().join("configs/cpu-small.toml").to_str().unwrap().to_string()
 }
@@ -78,28 +74,38 @@ fn pretraining_lowers_the_next_token_loss() {
 #[test]
 fn rlp_raises_the_mean_reward() {
     let f = fixture();
-    let run = f.dir.join("rlp-reward");
-    let mut args = train_args(f, &run, "60");
-    // RL on a 2-layer model is seed-sensitive. With the row-keyed sampler, lr 1e-3 and 32
-    // contexts per step, first → last 10 steps for train.seed 0..3: −6.02 → −6.12 (flat),
-    // −5.64 → −2.38, −5.74 → −2.89, −5.59 → −3.81; at lr 5e-4 only 1 of 4 rose. This test
-    // runs seed 1: a broken gradient, reward or sampler does not rise on any seed.
-    args.extend(["--set", "optim.lr=1e-3", "--set", "rollout.contexts_per_step=32", "--set", "rollout.micro_batch=32", "--set", "eval.every=30", "--set", "train.seed=1"]);
-    ok(&args);
-    let m: Vec<Value> = metrics(&run).into_iter().filter(|l| l.get("reward/mean").is_some()).collect();
-    assert_eq!(m.len(), 60);
-    let mean = |r: &[Value]| r.iter().map(|l| l["reward/mean"].as_f64().unwrap()).sum::<f64>() / r.len() as f64;
-    let (first, last) = (mean(&m[..10]), mean(&m[50..]));
-    assert!(last > first + 1.0, "mean reward did not rise: first 10 steps {first:.3}, last 10 {last:.3}");
-    // Held-out evaluation logged side by side, and the rollouts sample is readable text.
-    let evals: Vec<Value> = metrics(&run).into_iter().filter(|l| l.get("eval/nll_think").is_some()).collect();
-    assert_eq!(evals.iter().map(|e| e["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 30, 60]);
-    let rollouts = std::fs::read_to_string(run.join("rollouts.jsonl")).unwrap();
-    let first: Value = serde_json::from_str(rollouts.lines().next().unwrap()).unwrap();
-    for key in ["context_tail", "thought", "true_next", "reward"] {
-        assert!(first.get(key).is_some(), "rollouts.jsonl lacks `{key}`");
+    // Every seed must rise (issue 9: the test used to pass for one chosen seed). AdamW with the
+    // default ε = 1e-8 normalises each coordinate, which bends a 2-layer model's policy update
+    // off the gradient (docs/rl-diagnosis.md): at lr 1e-3, seeds 0-3 went -6.02 -> -6.12 (flat),
+    // -5.64 -> -2.38, -5.74 -> -2.89, -5.59 -> -3.81. With ε = 1e-2 the step follows the gradient
+    // wherever it is small; at lr 1e-2, first -> last 10 steps for seeds 0-4: -6.24 -> -2.40,
+    // -5.70 -> -3.57, -6.49 -> -0.45, -5.40 -> 1.43, -6.17 -> -0.42 (at lr 1e-3 it is too slow
+    // to rise in 60 steps).
+    let mut report = Vec::new();
+    for seed in 0..5 {
+        let run = f.dir.join(format!("rlp-reward-seed{seed}"));
+        let mut args = train_args(f, &run, "60");
+        let seed_arg = format!("train.seed={seed}");
+        args.extend(["--set", "optim.lr=1e-2", "--set", "optim.eps=1e-2", "--set", "rollout.contexts_per_step=32", "--set", "rollout.micro_batch=32", "--set", "eval.every=30", "--set", &seed_arg]);
+        ok(&args);
+        let m: Vec<Value> = metrics(&run).into_iter().filter(|l| l.get("reward/mean").is_some()).collect();
+        assert_eq!(m.len(), 60);
+        let mean = |r: &[Value]| r.iter().map(|l| l["reward/mean"].as_f64().unwrap()).sum::<f64>() / r.len() as f64;
+        report.push((seed, mean(&m[..10]), mean(&m[50..])));
+        if seed == 0 {
+            // Held-out evaluation logged side by side, and the rollouts sample is readable text.
+            let evals: Vec<Value> = metrics(&run).into_iter().filter(|l| l.get("eval/nll_think").is_some()).collect();
+            assert_eq!(evals.iter().map(|e| e["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 30, 60]);
+            let rollouts = std::fs::read_to_string(run.join("rollouts.jsonl")).unwrap();
+            let first: Value = serde_json::from_str(rollouts.lines().next().unwrap()).unwrap();
+            for key in ["context_tail", "thought", "true_next", "reward"] {
+                assert!(first.get(key).is_some(), "rollouts.jsonl lacks `{key}`");
+            }
+            assert!(run.join("config.toml").is_file() && run.join("events").read_dir().unwrap().next().is_some());
+        }
     }
-    assert!(run.join("config.toml").is_file() && run.join("events").read_dir().unwrap().next().is_some());
+    eprintln!("(seed, mean reward of the first 10 steps, of the last 10): {report:?}");
+    assert!(report.iter().all(|&(_, first, last)| last > first + 1.0), "the mean reward must rise by > 1 on every seed: {report:?}");
 }
 
 /// Step 1's dump against transformers recomputing S_pred and S_ema from the dumped ids with full

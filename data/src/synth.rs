@@ -13,6 +13,14 @@
 //! to answer. Problems are split by a hash of their operands: held-out problems never occur in
 //! training, so answering them takes composition, not recall.
 //!
+//! The teacher who wrote the worked examples can be careless (`careless`): in an addition step
+//! whose sum needs a carry (≥ 10) it forgets the carry with that probability, writes the sum less
+//! ten, and carries on from its wrong result to a wrong answer, while the plain statements always
+//! state the truth. At `careless` > ½ the forgotten carry is the likelier working, so a pretrained
+//! model's *greedy* thought on a problem with a carry is usually wrong while a *sampled* one is
+//! right often enough to be found: a world where the next-token truth of plain text can teach
+//! the thinking something the worked examples got wrong, which is what RLP claims to do.
+//!
 //! Every statement ends with a space-separated `.`; every word is one token of the word-level
 //! tokenizer written beside the corpus. The answer's character span is recorded
 //! (`answer_spans`), so `prepare` can mark answer tokens.
@@ -44,12 +52,14 @@ pub struct SynthOptions {
     pub heldout_fraction: f64,
     /// Problems in `eval.jsonl`.
     pub eval_problems: usize,
+    /// Probability that a worked example's addition step forgets its carry.
+    pub careless: f64,
     pub seed: u64,
 }
 
 impl SynthOptions {
     pub fn new(output: PathBuf) -> SynthOptions {
-        SynthOptions { output, documents: 2000, statements: 8, max_operand: 9, difficulty: 1, heldout_fraction: 0.2, eval_problems: 200, seed: 0 }
+        SynthOptions { output, documents: 2000, statements: 8, max_operand: 9, difficulty: 1, heldout_fraction: 0.2, eval_problems: 200, careless: 0.0, seed: 0 }
     }
 
     fn validate(&self) -> Result<()> {
@@ -57,6 +67,7 @@ impl SynthOptions {
         anyhow::ensure!((1..=50).contains(&self.max_operand), "max_operand must be in 1..=50");
         anyhow::ensure!((0..=4).contains(&self.difficulty), "difficulty must be in 0..=4 (2 to 6 operands)");
         anyhow::ensure!(self.heldout_fraction > 0.0 && self.heldout_fraction < 1.0, "heldout_fraction must be in (0, 1)");
+        anyhow::ensure!((0.0..=1.0).contains(&self.careless), "careless must be in [0, 1], got {}", self.careless);
         Ok(())
     }
 }
@@ -97,17 +108,28 @@ impl Problem {
         }
     }
 
-    /// The working, one binary step at a time, and the answer.
+    /// The true working, one binary step at a time, and the true answer.
     fn solve(&self) -> (String, u32) {
+        self.work(&mut || false)
+    }
+
+    /// The working and answer as a teacher writes them who forgets an addition's carry whenever
+    /// `forget()` says so (asked once per step with a carry), carrying on from what it wrote.
+    fn work(&self, forget: &mut dyn FnMut() -> bool) -> (String, u32) {
         let mut acc = self.operands[0];
         let mut steps = Vec::new();
         for &x in &self.operands[1..] {
-            let (next, step) = match self.family {
-                Family::Add => (acc + x, format!("{acc} + {x} = {}", acc + x)),
-                Family::Sub => (acc - x, format!("{acc} - {x} = {}", acc - x)),
-                Family::Max => (acc.max(x), format!("max {acc} {x} = {}", acc.max(x))),
+            let next = match self.family {
+                Family::Add if acc + x >= 10 && forget() => acc + x - 10,
+                Family::Add => acc + x,
+                Family::Sub => acc - x,
+                Family::Max => acc.max(x),
             };
-            steps.push(step);
+            steps.push(match self.family {
+                Family::Add => format!("{acc} + {x} = {next}"),
+                Family::Sub => format!("{acc} - {x} = {next}"),
+                Family::Max => format!("max {acc} {x} = {next}"),
+            });
             acc = next;
         }
         (steps.join(" , "), acc)
@@ -141,15 +163,20 @@ fn document(rng: &mut ChaCha8Rng, o: &SynthOptions, worked_fraction: f64, heldou
         if p.is_heldout(o.seed, o.heldout_fraction) != heldout {
             continue;
         }
-        let (working, answer) = p.solve();
         if !text.is_empty() {
             text.push(' ');
         }
         text += &p.question();
         text.push(' ');
-        if rng.random_bool(worked_fraction) {
+        let answer = if rng.random_bool(worked_fraction) {
+            // No draw at `careless` = 0, so the careful world is the one it always was.
+            let careless = o.careless;
+            let (working, answer) = p.work(&mut || careless > 0.0 && rng.random_bool(careless));
             text += &format!("{THINK_OPEN} {working} {THINK_CLOSE} ");
-        }
+            answer
+        } else {
+            p.solve().1
+        };
         let start = text.chars().count();
         text += &answer.to_string();
         spans.push((start, text.chars().count()));
@@ -251,4 +278,50 @@ fn write_tokenizer(dir: &Path, o: &SynthOptions) -> Result<usize> {
         std::fs::write(&p, serde_json::to_string_pretty(&v)?).with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(operands: &[u32]) -> Problem {
+        Problem { family: Family::Add, operands: operands.to_vec() }
+    }
+
+    #[test]
+    fn a_careless_teacher_forgets_carries_and_carries_on() {
+        // 8 + 5 needs a carry (written 3), then 3 + 4 = 7 has none.
+        let (working, answer) = add(&[8, 5, 4]).work(&mut || true);
+        assert_eq!((working.as_str(), answer), ("8 + 5 = 3 , 3 + 4 = 7", 7));
+        assert_eq!(add(&[8, 5, 4]).solve(), ("8 + 5 = 13 , 13 + 4 = 17".to_string(), 17));
+        // Subtraction and maxima are never wrong.
+        let sub = Problem { family: Family::Sub, operands: vec![13, 8] };
+        assert_eq!(sub.work(&mut || true), sub.solve());
+    }
+
+    #[test]
+    fn worked_answers_follow_the_working_and_plain_statements_stay_true() {
+        let o = SynthOptions { careless: 1.0, statements: 200, ..SynthOptions::new(PathBuf::new()) };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let doc = document(&mut rng, &o, 1.0, false);
+        // Every written addition step is below 10: each carry was forgotten.
+        let workings: Vec<&str> = doc.text.split(THINK_OPEN).skip(1).map(|w| w.split(THINK_CLOSE).next().unwrap()).collect();
+        let steps: Vec<&str> = workings.iter().flat_map(|w| w.split(',')).filter(|s| s.contains(" + ")).collect();
+        assert!(steps.len() > 50, "too few addition steps: {}", steps.len());
+        for step in steps {
+            let sum: u32 = step.trim().rsplit(' ').next().unwrap().parse().unwrap();
+            assert!(sum < 10, "a carry was kept: `{step}`");
+        }
+        // The answer after `</think>` is the working's last result.
+        for (w, after) in workings.iter().zip(doc.text.split(THINK_CLOSE).skip(1)) {
+            assert_eq!(w.trim().rsplit(' ').next(), after.split_whitespace().next(), "`{w}` then `{after}`");
+        }
+        let plain = document(&mut rng, &o, 0.0, false);
+        for st in plain.text.split(" .").map(str::trim).filter(|s| !s.is_empty()) {
+            let (q, a) = st.rsplit_once(" = ").unwrap();
+            let nums: Vec<u32> = q.split(' ').filter_map(|w| w.parse().ok()).collect();
+            let truth = if q.starts_with("max") { *nums.iter().max().unwrap() } else if q.contains('-') { nums[0] - nums[1..].iter().sum::<u32>() } else { nums.iter().sum() };
+            assert_eq!(a.parse::<u32>().unwrap(), truth, "plain statement `{st}` is not true");
+        }
+    }
 }

@@ -35,6 +35,10 @@ pub struct SynthArgs {
     pub heldout_fraction: f64,
     #[arg(long, default_value_t = 200)]
     pub eval_problems: usize,
+    /// Probability that a worked example forgets the carry of an addition step (then its working
+    /// and answer are wrong; plain statements stay true).
+    #[arg(long, default_value_t = 0.0)]
+    pub careless: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -81,6 +85,7 @@ fn run_synth(a: SynthArgs) -> Result<()> {
         statements: a.statements,
         max_operand: a.max_operand,
         difficulty: a.difficulty,
+        careless: a.careless,
         heldout_fraction: a.heldout_fraction,
         eval_problems: a.eval_problems,
         seed: a.seed,
