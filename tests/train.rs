@@ -167,6 +167,11 @@ fn resume_is_bit_identical() {
     let mut c = train_args(f, &split, "6");
     c.extend(extra);
     c.push("--resume");
+    // Under another seed the checkpoint belongs to a different run: refused, nothing written.
+    let mut other = c.clone();
+    other.extend(["--set", "train.seed=7"]);
+    fails_with(&other, "was written by a run with train.seed = 0, but this config has train.seed = 7");
+    assert!(!split.join("checkpoints/step-00000004").exists());
     let out = ok(&c);
     assert!(String::from_utf8_lossy(&out.stderr).contains("resuming from"), "did not resume");
     for file in ["model/model.safetensors", "optimizer.safetensors", "ema.safetensors", "state.json"] {

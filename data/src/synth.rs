@@ -14,8 +14,8 @@
 //! training, so answering them takes composition, not recall.
 //!
 //! The teacher who wrote the worked examples can be careless (`careless`): in an addition step
-//! whose sum needs a carry (≥ 10) it forgets the carry with that probability, writes the sum less
-//! ten, and carries on from its wrong result to a wrong answer, while the plain statements always
+//! whose sum reaches 10 it drops the ten with that probability (writes the sum less ten: a
+//! forgotten carry for two digits, `8 + 5 = 3`, a dropped ten for `13 + 4 = 7`), and carries on from its wrong result to a wrong answer, while the plain statements always
 //! state the truth. At `careless` > ½ the forgotten carry is the likelier working, so a pretrained
 //! model's *greedy* thought on a problem with a carry is usually wrong while a *sampled* one is
 //! right often enough to be found: a world where the next-token truth of plain text can teach
@@ -52,7 +52,7 @@ pub struct SynthOptions {
     pub heldout_fraction: f64,
     /// Problems in `eval.jsonl`.
     pub eval_problems: usize,
-    /// Probability that a worked example's addition step forgets its carry.
+    /// Probability that a worked example's addition step whose sum reaches 10 drops the ten.
     pub careless: f64,
     pub seed: u64,
 }
@@ -113,8 +113,8 @@ impl Problem {
         self.work(&mut || false)
     }
 
-    /// The working and answer as a teacher writes them who forgets an addition's carry whenever
-    /// `forget()` says so (asked once per step with a carry), carrying on from what it wrote.
+    /// The working and answer as a teacher writes them who drops the ten of an addition whenever
+    /// `forget()` says so (asked once per step whose sum reaches 10), carrying on from what it wrote.
     fn work(&self, forget: &mut dyn FnMut() -> bool) -> (String, u32) {
         let mut acc = self.operands[0];
         let mut steps = Vec::new();

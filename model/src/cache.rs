@@ -71,9 +71,4 @@ impl KvCache {
             *vb = vb.index_select(0, &index);
         }
     }
-
-    /// Forgets slots after `len` (e.g. to reuse a prefilled prompt for a second continuation).
-    pub fn truncate(&mut self, len: i64) {
-        self.len = self.len.min(len);
-    }
 }

@@ -35,8 +35,9 @@ pub struct SynthArgs {
     pub heldout_fraction: f64,
     #[arg(long, default_value_t = 200)]
     pub eval_problems: usize,
-    /// Probability that a worked example forgets the carry of an addition step (then its working
-    /// and answer are wrong; plain statements stay true).
+    /// Probability that a worked example drops the ten of an addition step whose sum reaches 10,
+    /// as if it forgot the carry (then its working and answer are wrong; plain statements stay
+    /// true).
     #[arg(long, default_value_t = 0.0)]
     pub careless: f64,
     #[arg(long, default_value_t = 0)]

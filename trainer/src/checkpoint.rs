@@ -28,7 +28,7 @@ pub struct TrainerState {
     pub cursor: Option<Cursor>,
     /// AdamW's own step count (differs from `step` when `loss.updates_per_batch` > 1).
     pub optimizer_steps: i64,
-    /// The run seed every per-step seed derives from (kept to detect a changed config on resume).
+    /// The run seed every per-step seed derives from; a resume under another seed is refused.
     pub seed: u64,
 }
 

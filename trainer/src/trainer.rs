@@ -2,7 +2,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use rlp_data::{Dataset, Split};
 use rlp_dist::{materialize_grads, Buckets, Dist, DistOptions, ReduceOp};
 use rlp_model::{parse_device, parse_kind, CausalLm, Tokenizer};
@@ -137,6 +137,17 @@ impl Trainer {
         let mut state = TrainerState::default();
         if let Some(ckpt) = &latest {
             state = checkpoint::load_state(ckpt, &mut optim, ema.as_mut())?;
+            // Every sampling seed derives from train.seed: resuming under another would silently
+            // continue a different run than the one the checkpoint belongs to.
+            if state.seed != cfg.train.seed {
+                bail!(
+                    "{} was written by a run with train.seed = {}, but this config has train.seed = {}: resume with train.seed = {} or start a new --run-dir",
+                    ckpt.display(),
+                    state.seed,
+                    cfg.train.seed,
+                    state.seed
+                );
+            }
             if rank == 0 {
                 eprintln!("resuming from {} (step {})", ckpt.display(), state.step);
             }
