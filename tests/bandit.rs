@@ -120,15 +120,14 @@ fn objective_args(objective: &str) -> Vec<String> {
     args
 }
 
-/// Trains `objective` from the pretrained model; returns the run directory (the final model is
-/// `checkpoints/step-N/model`). `extra`: more `--set` overrides.
-fn train(objective: &str, seed: u64, steps: usize, extra: &[&str]) -> PathBuf {
+/// Trains `objective` from the pretrained model for `steps` steps; returns the run directory.
+fn train(objective: &str, seed: u64, steps: usize) -> PathBuf {
     let w = world();
     let run = w.dir.join(format!("{objective}-seed{seed}-steps{steps}"));
     let _ = std::fs::remove_dir_all(&run);
     let mut args: Vec<String> = ["train", "--config", s(&config()), "--model", s(&w.model), "--data", s(&w.plain), "--run-dir", s(&run), "--dump-step", "1", "--max-steps"].iter().map(|a| a.to_string()).collect();
     args.push(steps.to_string());
-    for a in objective_args(objective).iter().map(String::as_str).chain([format!("train.seed={seed}").as_str()]).chain(extra.iter().copied()) {
+    for a in objective_args(objective).iter().map(String::as_str).chain([format!("train.seed={seed}").as_str()]) {
         args.push("--set".into());
         args.push(a.to_string());
     }
@@ -136,10 +135,9 @@ fn train(objective: &str, seed: u64, steps: usize, extra: &[&str]) -> PathBuf {
     run
 }
 
-fn final_model(run: &Path) -> PathBuf {
-    let mut steps: Vec<PathBuf> = std::fs::read_dir(run.join("checkpoints")).unwrap().map(|e| e.unwrap().path()).collect();
-    steps.sort();
-    steps.last().expect("a final checkpoint").join("model")
+/// The model a run of `steps` steps wrote at its end.
+fn final_model(run: &Path, steps: usize) -> PathBuf {
+    run.join(format!("checkpoints/step-{steps:08}/model"))
 }
 
 /// For every one-token thought c of the vocabulary: (log π(c | question <think>),
@@ -177,7 +175,7 @@ fn the_pretrained_model_starts_near_even_odds() {
 }
 
 fn learns_the_helpful_thought(objective: &str) {
-    let report: Vec<(u64, f64)> = SEEDS.iter().map(|&seed| (seed, p_helpful(&final_model(&train(objective, seed, STEPS, &[]))))).collect();
+    let report: Vec<(u64, f64)> = SEEDS.iter().map(|&seed| (seed, p_helpful(&final_model(&train(objective, seed, STEPS), STEPS)))).collect();
     assert!(report.iter().all(|&(_, p)| p > 0.9), "{objective}: π(helpful thought) after {STEPS} steps must exceed 0.9 on every seed; (seed, π): {report:?}");
 }
 
@@ -204,8 +202,8 @@ fn rpt_learns_the_helpful_thought_on_five_seeds() {
 fn one_update_raises_the_best_thought_and_lowers_the_worst() {
     let before = thought_table(&world().model);
     for objective in ["rlp", "quiet_star", "rpt"] {
-        let run = train(objective, 0, 1, &[]);
-        let after = thought_table(&final_model(&run));
+        let run = train(objective, 0, 1);
+        let after = thought_table(&final_model(&run, 1));
         let d = read_tensors(&run.join("dumps/step-1.safetensors"));
         let mut checked = 0;
         for i in 0..d["reward"].size()[0] {

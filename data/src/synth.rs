@@ -15,10 +15,11 @@
 //!
 //! The teacher who wrote the worked examples can be careless (`careless`): in an addition step
 //! whose sum reaches 10 it drops the ten with that probability (writes the sum less ten: a
-//! forgotten carry for two digits, `8 + 5 = 3`, a dropped ten for `13 + 4 = 7`), and carries on from its wrong result to a wrong answer, while the plain statements always
-//! state the truth. At `careless` > ½ the forgotten carry is the likelier working, so a pretrained
-//! model's *greedy* thought on a problem with a carry is usually wrong while a *sampled* one is
-//! right often enough to be found: a world where the next-token truth of plain text can teach
+//! forgotten carry for two digits, `8 + 5 = 3`, a dropped ten for `13 + 4 = 7`) and carries on
+//! from its wrong result to a wrong answer, while the plain statements always state the truth.
+//! At `careless` > ½ the dropped ten is the likelier working, so a pretrained model's *greedy*
+//! thought on such a problem is usually wrong while a *sampled* one is right often enough to be
+//! found: a world where the next-token truth of plain text can teach
 //! the thinking something the worked examples got wrong, which is what RLP claims to do.
 //!
 //! Every statement ends with a space-separated `.`; every word is one token of the word-level
@@ -119,17 +120,15 @@ impl Problem {
         let mut acc = self.operands[0];
         let mut steps = Vec::new();
         for &x in &self.operands[1..] {
-            let next = match self.family {
-                Family::Add if acc + x >= 10 && forget() => acc + x - 10,
-                Family::Add => acc + x,
-                Family::Sub => acc - x,
-                Family::Max => acc.max(x),
+            let (next, step) = match self.family {
+                Family::Add => {
+                    let sum = if acc + x >= 10 && forget() { acc + x - 10 } else { acc + x };
+                    (sum, format!("{acc} + {x} = {sum}"))
+                }
+                Family::Sub => (acc - x, format!("{acc} - {x} = {}", acc - x)),
+                Family::Max => (acc.max(x), format!("max {acc} {x} = {}", acc.max(x))),
             };
-            steps.push(match self.family {
-                Family::Add => format!("{acc} + {x} = {next}"),
-                Family::Sub => format!("{acc} - {x} = {next}"),
-                Family::Max => format!("max {acc} {x} = {next}"),
-            });
+            steps.push(step);
             acc = next;
         }
         (steps.join(" , "), acc)
@@ -170,8 +169,7 @@ fn document(rng: &mut ChaCha8Rng, o: &SynthOptions, worked_fraction: f64, heldou
         text.push(' ');
         let answer = if rng.random_bool(worked_fraction) {
             // No draw at `careless` = 0, so the careful world is the one it always was.
-            let careless = o.careless;
-            let (working, answer) = p.work(&mut || careless > 0.0 && rng.random_bool(careless));
+            let (working, answer) = p.work(&mut || o.careless > 0.0 && rng.random_bool(o.careless));
             text += &format!("{THINK_OPEN} {working} {THINK_CLOSE} ");
             answer
         } else {
