@@ -58,7 +58,6 @@ temperature = 1.0
 [rollout]
 contexts_per_step = {b}
 group_size = {g}
-micro_batch = {b}
 [optim]
 lr = 1e-6
 "#,

@@ -24,8 +24,7 @@ fn base_config() -> String {
 
 /// Tiny settings for every run: 3 steps, small batches, evals at steps 0 and 3, a checkpoint
 /// only at the end.
-const COMMON: &str = r#"set = ["train.max_steps=3", "eval.every=3", "eval.positions=4", "rollout.contexts_per_step=4",
-       "rollout.micro_batch=4", "thought.max_tokens=4", "checkpoint.every=0", "log.rollouts_every=0"]"#;
+const COMMON: &str = r#"set = ["train.max_steps=3", "eval.every=3", "eval.positions=4", "rollout.contexts_per_step=4", "thought.max_tokens=4", "checkpoint.every=0", "log.rollouts_every=0"]"#;
 
 /// Writes an ablation file `name` into `dir` (its `out` relative to `dir`).
 fn write_ablation(dir: &Path, name: &str, body: &str) -> PathBuf {

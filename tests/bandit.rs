@@ -21,7 +21,6 @@ use std::sync::OnceLock;
 
 use common::*;
 use rlp_model::{CausalLm, Tokenizer};
-use rlp_trainer::score::score_tokens;
 use tch::{Device, Kind};
 
 /// The question, its answer, and its helpful and unhelpful thought. The pretraining text answers
@@ -88,7 +87,7 @@ fn world() -> &'static World {
         let run = dir.join("pretrain");
         ok(&[
             "train", "--config", s(&config()), "--set", "preset=\"ntp\"", "--model", s(&init), "--data", s(&dir.join("data-pretrain")), "--run-dir", s(&run),
-            "--max-steps", "600", "--set", "optim.lr=1e-3", "--set", "optim.warmup_steps=100", "--set", "rollout.contexts_per_step=64", "--set", "rollout.micro_batch=64",
+            "--max-steps", "600", "--set", "optim.lr=1e-3", "--set", "optim.warmup_steps=100", "--set", "rollout.contexts_per_step=64",
             "--set", "positions.min_context=1", "--set", "data.max_context=8", "--set", "eval.every=0", "--set", "checkpoint.every=0", "--set", "log.rollouts_every=0",
         ]);
         World { plain: dir.join("data-plain"), model: run.join("checkpoints/step-00000600/model"), dir }
@@ -106,7 +105,7 @@ fn config() -> PathBuf {
 fn objective_args(objective: &str) -> Vec<String> {
     let common = [
         "positions.strategy=\"marked\"", "data.max_context=8", "positions.min_context=1", "positions.per_doc=1", "thought.max_tokens=1", "thought.temperature=1.0",
-        "rollout.contexts_per_step=8", "rollout.micro_batch=8", "rollout.group_size=4", "optim.grad_clip=1.0", "optim.warmup_steps=0", "optim.lr=1e-3", "optim.eps=1e-2",
+        "rollout.contexts_per_step=8", "rollout.group_size=4", "optim.grad_clip=1.0", "optim.warmup_steps=0", "optim.lr=1e-3", "optim.eps=1e-2",
         "eval.every=0", "log.rollouts_every=0", "checkpoint.every=0",
     ];
     let own: &[&str] = match objective {
@@ -152,7 +151,8 @@ fn thought_table(model: &Path) -> Vec<(f64, f64)> {
     let rows: Vec<Vec<i64>> = (0..lm.vocab_size()).map(|c| prompt.iter().copied().chain(thought(c)).chain([answer]).collect()).collect();
     let at: Vec<Vec<usize>> = rows.iter().map(|r| vec![prompt.len(), r.len() - 1]).collect();
     let _g = tch::no_grad_guard();
-    let lp = Vec::<f64>::try_from(score_tokens(&lm, &rows, &at, 1.0, false).logp.to_kind(Kind::Double).flatten(0, -1)).unwrap();
+    let s = rlp_model::score_rows(&lm, &rows, &[rlp_model::Positions { at: &at, opts: rlp_model::LogProbOpts::new(1.0) }], 1 << 16).remove(0);
+    let lp = Vec::<f64>::try_from(s.logp.to_kind(Kind::Double).flatten(0, -1)).unwrap();
     lp.chunks(2).map(|c| (c[0], c[1].exp())).collect()
 }
 

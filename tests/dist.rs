@@ -47,7 +47,7 @@ fn free_port() -> String {
 }
 
 /// `rlp train` arguments for a short run of `preset` with a global batch of `batch` contexts.
-fn train_args(run: &Path, preset: &str, steps: usize, batch: usize, micro: usize, extra: &[&str]) -> Vec<String> {
+fn train_args(run: &Path, preset: &str, steps: usize, batch: usize, micro_tokens: usize, extra: &[&str]) -> Vec<String> {
     let f = fixture();
     let mut a: Vec<String> = ["train", "--config", s(&root().join("configs/cpu-small.toml")), "--model", s(&f.model), "--data", s(&f.data), "--run-dir", s(run)]
         .iter()
@@ -57,7 +57,7 @@ fn train_args(run: &Path, preset: &str, steps: usize, batch: usize, micro: usize
         format!("preset={preset:?}"),
         format!("train.max_steps={steps}"),
         format!("rollout.contexts_per_step={batch}"),
-        format!("rollout.micro_batch={micro}"),
+        format!("memory.micro_batch_tokens={micro_tokens}"),
         // Large enough that the runs move visibly in a few steps.
         "optim.lr=3e-3".into(),
         "eval.every=0".into(),
@@ -115,14 +115,14 @@ fn max_rel(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs() / x.abs().max(1e-3)).fold(0.0, f64::max)
 }
 
-/// 2 ranks × b contexts (micro-batches of 1: gradient accumulation on each rank) against one
-/// process with 2b contexts (micro-batches of 2); and, as the control that shows the comparison
+/// 2 ranks × b contexts (micro-batches of one row: gradient accumulation on each rank) against
+/// one process with 2b contexts (the whole step in one pass); and, as the control that shows the comparison
 /// can fail, one process with only b contexts.
 fn two_ranks_match_one(preset: &str, key: &str) {
     let dir = fixture().dir.join(format!("match-{preset}"));
     let steps = 4;
     let (one, two, half) = (dir.join("one"), dir.join("two"), dir.join("half"));
-    single(&train_args(&one, preset, steps, 4, 2, &[]));
+    single(&train_args(&one, preset, steps, 4, 1 << 20, &[]));
     launched(2, &[], &train_args(&two, preset, steps, 4, 1, &[]));
     single(&train_args(&half, preset, steps, 2, 1, &[]));
 
@@ -162,12 +162,12 @@ fn launcher_restarts_a_killed_worker_from_the_last_checkpoint() {
     let every = ["--set".to_string(), "checkpoint.every=2".to_string(), "--set".to_string(), "checkpoint.keep_last=20".to_string()];
     let extra: Vec<&str> = every.iter().map(String::as_str).collect();
     let (clean, killed) = (dir.join("clean"), dir.join("killed"));
-    launched(2, &[], &train_args(&clean, "rlp", steps, 4, 2, &extra));
+    launched(2, &[], &train_args(&clean, "rlp", steps, 4, 64, &extra));
 
     let mut child = Command::new(launcher())
         .args(["--nproc-per-node", "2", "--max-restarts", "1", "--master-port", &free_port(), "--"])
         .arg(env!("CARGO_BIN_EXE_rlp"))
-        .args(train_args(&killed, "rlp", steps, 4, 2, &extra))
+        .args(train_args(&killed, "rlp", steps, 4, 64, &extra))
         .env("OMP_NUM_THREADS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -215,7 +215,7 @@ fn runs_under_torchrun() {
     let torchrun = python().with_file_name("torchrun");
     let run = fixture().dir.join("torchrun");
     let mut c = Command::new(&torchrun);
-    c.args(["--no-python", "--nproc-per-node", "2", "--master-port", &free_port(), env!("CARGO_BIN_EXE_rlp")]).args(train_args(&run, "rlp", 3, 4, 2, &[]));
+    c.args(["--no-python", "--nproc-per-node", "2", "--master-port", &free_port(), env!("CARGO_BIN_EXE_rlp")]).args(train_args(&run, "rlp", 3, 4, 64, &[]));
     let out = run_ok(c, "torchrun");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(series(&run, "loss/total").len(), 3, "{err}");
@@ -227,11 +227,11 @@ fn runs_under_torchrun() {
 fn launcher_reports_the_failing_ranks_error() {
     let run = fixture().dir.join("bad");
     let mut c = Command::new(launcher());
-    c.args(["--nproc-per-node", "2", "--master-port", &free_port(), "--"]).arg(env!("CARGO_BIN_EXE_rlp")).args(train_args(&run, "rlp", 2, 6, 2, &[]));
+    c.args(["--nproc-per-node", "2", "--master-port", &free_port(), "--"]).arg(env!("CARGO_BIN_EXE_rlp")).args(train_args(&run, "rlp", 2, 5, 64, &[]));
     let out = c.env("OMP_NUM_THREADS", "1").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("failed: ") && err.contains("must split over the 2 ranks in whole micro-batches"), "{err}");
+    assert!(err.contains("failed: ") && err.contains("rollout.contexts_per_step (5) must split evenly over the 2 ranks"), "{err}");
 }
 
 #[test]

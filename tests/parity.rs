@@ -94,8 +94,8 @@ fn padded_batches_equal_unpadded_rows() {
             assert!(d <= LOGIT_TOL, "{case} {padding:?}-padded full row vs transformers: {d:e}");
         }
         // Scoring batched equals scoring alone.
-        let together = token_logprobs(&lm, &[a.clone(), b.clone()]).unwrap();
-        let alone = token_logprobs(&lm, &[b.clone()]).unwrap();
+        let together = token_logprobs(&lm, &[a.clone(), b.clone()], usize::MAX).unwrap();
+        let alone = token_logprobs(&lm, &[b.clone()], usize::MAX).unwrap();
         assert_eq!(together[1].len(), b.len() - 1);
         for (x, y) in together[1].iter().zip(&alone[0]) {
             assert!((x - y).abs() <= 1e-5, "{case}: batched score {x} vs alone {y}");
@@ -112,7 +112,7 @@ fn padded_batches_equal_unpadded_rows() {
 fn scores_are_log_softmax_of_transformers_logits() {
     let (lm, _, r) = load("qwen3-f32-tied");
     let ids = ids_of(&r["ids_a"]);
-    let lp = token_logprobs(&lm, &[ids.clone()]).unwrap().remove(0);
+    let lp = token_logprobs(&lm, &[ids.clone()], usize::MAX).unwrap().remove(0);
     let expected = r["logits_a"].log_softmax(-1, Kind::Float);
     for i in 0..ids.len() - 1 {
         let want = expected.double_value(&[i as i64, ids[i + 1]]);

@@ -133,39 +133,47 @@ impl Decoder {
         self.blocks.len()
     }
 
-    /// `ids`, `positions`: `[B, T]` → final hidden states `[B, T, hidden]`.
-    pub fn forward_hidden(&self, ids: &Tensor, positions: &Tensor, mask: &AttnMask, mut cache: Option<&mut KvCache>) -> Tensor {
+    pub fn embed(&self, ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.embed, ids, -1, false, false)
+    }
+
+    /// The rotary tables for `positions` `[B, T]`, shared by every block of one pass.
+    pub fn rope_tables(&self, positions: &Tensor, kind: tch::Kind) -> (Tensor, Tensor) {
+        self.rope.cos_sin(positions, kind)
+    }
+
+    /// Block `l`: `x` `[B, T, hidden]` → `[B, T, hidden]` (appending this pass's keys and values to
+    /// `cache`, when given).
+    pub fn block(&self, l: usize, x: &Tensor, rope: &(Tensor, Tensor), mask: &AttnMask, cache: Option<&mut KvCache>) -> Tensor {
         let s = &self.spec;
-        let (b, t) = (ids.size()[0], ids.size()[1]);
-        let mut x = Tensor::embedding(&self.embed, ids, -1, false, false);
-        let (cos, sin) = self.rope.cos_sin(positions, x.kind());
+        let blk = &self.blocks[l];
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let (cos, sin) = rope;
+        let h = rms_norm(x, &blk.input_norm, s.rms_norm_eps);
+        let heads = |lin: &Linear, n: i64, norm: &Option<Tensor>| {
+            let y = lin.forward(&h).view([b, t, n, s.head_dim]);
+            let y = match norm {
+                Some(w) => rms_norm(&y, w, s.rms_norm_eps),
+                None => y,
+            };
+            y.transpose(1, 2)
+        };
+        let q = rope::apply(&heads(&blk.q, s.num_heads, &blk.q_norm), cos, sin);
+        let k = rope::apply(&heads(&blk.k, s.num_kv_heads, &blk.k_norm), cos, sin);
+        let v = heads(&blk.v, s.num_kv_heads, &None);
+        let (k, v) = match cache {
+            Some(c) => c.append(l, &k, &v),
+            None => (k, v),
+        };
         let scale = 1.0 / (s.head_dim as f64).sqrt();
-        for (l, blk) in self.blocks.iter().enumerate() {
-            let h = rms_norm(&x, &blk.input_norm, s.rms_norm_eps);
-            let heads = |lin: &Linear, n: i64, norm: &Option<Tensor>| {
-                let y = lin.forward(&h).view([b, t, n, s.head_dim]);
-                let y = match norm {
-                    Some(w) => rms_norm(&y, w, s.rms_norm_eps),
-                    None => y,
-                };
-                y.transpose(1, 2)
-            };
-            let q = rope::apply(&heads(&blk.q, s.num_heads, &blk.q_norm), &cos, &sin);
-            let k = rope::apply(&heads(&blk.k, s.num_kv_heads, &blk.k_norm), &cos, &sin);
-            let v = heads(&blk.v, s.num_kv_heads, &None);
-            let (k, v) = match cache.as_deref_mut() {
-                Some(c) => c.append(l, &k, &v),
-                None => (k, v),
-            };
-            let attn = sdpa(&q, &k, &v, mask, scale).transpose(1, 2).reshape([b, t, s.num_heads * s.head_dim]);
-            x = x + blk.o.forward(&attn);
-            let h = rms_norm(&x, &blk.post_norm, s.rms_norm_eps);
-            x = x + blk.down.forward(&(blk.gate.forward(&h).silu() * blk.up.forward(&h)));
-        }
-        if let Some(c) = cache {
-            c.advance(t);
-        }
-        rms_norm(&x, &self.norm, s.rms_norm_eps)
+        let attn = sdpa(&q, &k, &v, mask, scale).transpose(1, 2).reshape([b, t, s.num_heads * s.head_dim]);
+        let x = x + blk.o.forward(&attn);
+        let h = rms_norm(&x, &blk.post_norm, s.rms_norm_eps);
+        x + blk.down.forward(&(blk.gate.forward(&h).silu() * blk.up.forward(&h)))
+    }
+
+    pub fn final_norm(&self, x: &Tensor) -> Tensor {
+        rms_norm(x, &self.norm, self.spec.rms_norm_eps)
     }
 
     pub fn logits(&self, hidden: &Tensor) -> Tensor {

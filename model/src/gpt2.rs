@@ -185,33 +185,36 @@ impl Gpt2 {
         }
     }
 
-    /// `ids`, `positions`: `[B, T]` → final hidden states `[B, T, n_embd]`.
-    pub fn forward_hidden(&self, ids: &Tensor, positions: &Tensor, mask: &AttnMask, mut cache: Option<&mut KvCache>) -> Tensor {
-        let (b, t) = (ids.size()[0], ids.size()[1]);
+    pub fn embed(&self, ids: &Tensor, positions: &Tensor) -> Tensor {
+        Tensor::embedding(&self.wte, ids, -1, false, false) + Tensor::embedding(&self.wpe, positions, -1, false, false)
+    }
+
+    /// Block `l`: `x` `[B, T, n_embd]` → `[B, T, n_embd]` (appending this pass's keys and values
+    /// to `cache`, when given).
+    pub fn block(&self, l: usize, x: &Tensor, mask: &AttnMask, cache: Option<&mut KvCache>) -> Tensor {
+        let blk = &self.blocks[l];
+        let (b, t) = (x.size()[0], x.size()[1]);
         let (nh, e) = (self.cfg.n_head, self.cfg.n_embd);
         let hd = e / nh;
-        let mut x = Tensor::embedding(&self.wte, ids, -1, false, false) + Tensor::embedding(&self.wpe, positions, -1, false, false);
-        for (l, blk) in self.blocks.iter().enumerate() {
-            let qkv = blk.c_attn.forward(&self.layer_norm(&x, &blk.ln_1));
-            let heads = |i: i64| qkv.narrow(2, i * e, e).view([b, t, nh, hd]).transpose(1, 2);
-            let (q, k, v) = (heads(0), heads(1), heads(2));
-            let (k, v) = match cache.as_deref_mut() {
-                Some(c) => c.append(l, &k, &v),
-                None => (k, v),
-            };
-            let mut scale = if self.cfg.scale_attn_weights { 1.0 / (hd as f64).sqrt() } else { 1.0 };
-            if self.cfg.scale_attn_by_inverse_layer_idx {
-                scale /= (l + 1) as f64;
-            }
-            let attn = sdpa(&q, &k, &v, mask, scale).transpose(1, 2).reshape([b, t, e]);
-            x = x + blk.c_proj.forward(&attn);
-            let h = blk.c_fc.forward(&self.layer_norm(&x, &blk.ln_2));
-            x = x + blk.mlp_proj.forward(&self.act(&h));
+        let qkv = blk.c_attn.forward(&self.layer_norm(x, &blk.ln_1));
+        let heads = |i: i64| qkv.narrow(2, i * e, e).view([b, t, nh, hd]).transpose(1, 2);
+        let (q, k, v) = (heads(0), heads(1), heads(2));
+        let (k, v) = match cache {
+            Some(c) => c.append(l, &k, &v),
+            None => (k, v),
+        };
+        let mut scale = if self.cfg.scale_attn_weights { 1.0 / (hd as f64).sqrt() } else { 1.0 };
+        if self.cfg.scale_attn_by_inverse_layer_idx {
+            scale /= (l + 1) as f64;
         }
-        if let Some(c) = cache {
-            c.advance(t);
-        }
-        self.layer_norm(&x, &self.ln_f)
+        let attn = sdpa(&q, &k, &v, mask, scale).transpose(1, 2).reshape([b, t, e]);
+        let x = x + blk.c_proj.forward(&attn);
+        let h = blk.c_fc.forward(&self.layer_norm(&x, &blk.ln_2));
+        x + blk.mlp_proj.forward(&self.act(&h))
+    }
+
+    pub fn final_norm(&self, x: &Tensor) -> Tensor {
+        self.layer_norm(x, &self.ln_f)
     }
 
     pub fn logits(&self, hidden: &Tensor) -> Tensor {

@@ -23,6 +23,23 @@ enum Net {
     Gpt2(Gpt2),
 }
 
+/// What [`CausalLm::forward_train`] keeps for the backward pass.
+pub struct TrainPass {
+    /// `[B, T, hidden]` final hidden states, attached to the graph.
+    pub hidden: Tensor,
+    saved: Option<Saved>,
+}
+
+/// Activation checkpoints: each block's input, detached, and what recomputing a block needs.
+struct Saved {
+    ids: Tensor,
+    positions: Tensor,
+    mask: AttnMask,
+    inputs: Vec<Tensor>,
+    /// The last block's input as a leaf: its `.grad` starts the recomputed backward.
+    last: Tensor,
+}
+
 /// A causal language model loaded from a Hugging Face directory, in one compute dtype on one device.
 pub struct CausalLm {
     pub config: ModelConfig,
@@ -163,12 +180,94 @@ impl CausalLm {
     /// One forward pass. `ids`, `positions`: `[B, T]` int64; `key_valid`: `[B, past + T]`
     /// (nonzero = real token) or `None` when no row is padded; `cache` holds `past` slots and
     /// receives this pass's keys and values. Returns final hidden states `[B, T, hidden]`.
-    pub fn forward(&self, ids: &Tensor, positions: &Tensor, key_valid: Option<&Tensor>, cache: Option<&mut KvCache>) -> Tensor {
+    pub fn forward(&self, ids: &Tensor, positions: &Tensor, key_valid: Option<&Tensor>, mut cache: Option<&mut KvCache>) -> Tensor {
         let past = cache.as_ref().map_or(0, |c| c.len());
         let mask = AttnMask::new(key_valid, past, ids.size()[1], self.device);
+        let tables = self.tables(positions);
+        let mut x = self.embed(ids, positions);
+        for l in 0..self.num_layers() {
+            x = self.block(l, &x, &tables, &mask, cache.as_deref_mut());
+        }
+        if let Some(c) = cache {
+            c.advance(ids.size()[1]);
+        }
+        self.final_norm(&x)
+    }
+
+    /// A forward pass kept for one [`CausalLm::backward`] (no cache). With `checkpoint`
+    /// (activation checkpointing) the blocks run without a graph and only each block's input is
+    /// kept, `[B, T, hidden]` per layer instead of every intermediate; backward recomputes one
+    /// block at a time. The result is the same either way.
+    pub fn forward_train(&self, ids: &Tensor, positions: &Tensor, key_valid: Option<&Tensor>, checkpoint: bool) -> TrainPass {
+        let layers = self.num_layers();
+        if !checkpoint || layers == 0 {
+            return TrainPass { hidden: self.forward(ids, positions, key_valid, None), saved: None };
+        }
+        let mask = AttnMask::new(key_valid, 0, ids.size()[1], self.device);
+        let tables = self.tables(positions);
+        let mut inputs = Vec::with_capacity(layers);
+        {
+            let _g = tch::no_grad_guard();
+            let mut x = self.embed(ids, positions);
+            for l in 0..layers - 1 {
+                let next = self.block(l, &x, &tables, &mask, None);
+                inputs.push(x);
+                x = next;
+            }
+            inputs.push(x);
+        }
+        // The last block and the final norm run with a graph, from a leaf the backward reads.
+        let last = inputs[layers - 1].detach().set_requires_grad(true);
+        let hidden = self.final_norm(&self.block(layers - 1, &last, &tables, &mask, None));
+        TrainPass { hidden, saved: Some(Saved { ids: ids.shallow_clone(), positions: positions.shallow_clone(), mask, inputs, last }) }
+    }
+
+    /// Back-propagates `d_hidden` (the loss's gradient with respect to `pass.hidden`) into the
+    /// parameters' `.grad`, recomputing checkpointed blocks one at a time.
+    pub fn backward(&self, pass: TrainPass, d_hidden: &Tensor) {
+        // Σ hidden · d_hidden has d_hidden as its gradient: backward with a given output gradient.
+        (&pass.hidden * d_hidden.detach()).sum(Kind::Float).backward();
+        let Some(saved) = pass.saved else { return };
+        let tables = self.tables(&saved.positions);
+        let mut grad = saved.last.grad();
+        for l in (0..saved.inputs.len() - 1).rev() {
+            let input = saved.inputs[l].detach().set_requires_grad(true);
+            let out = self.block(l, &input, &tables, &saved.mask, None);
+            (out * grad.detach()).sum(Kind::Float).backward();
+            grad = input.grad();
+        }
+        let x0 = self.embed(&saved.ids, &saved.positions);
+        if x0.requires_grad() {
+            (x0 * grad).sum(Kind::Float).backward();
+        }
+    }
+
+    fn tables(&self, positions: &Tensor) -> Option<(Tensor, Tensor)> {
         match &self.net {
-            Net::Decoder(d) => d.forward_hidden(ids, positions, &mask, cache),
-            Net::Gpt2(g) => g.forward_hidden(ids, positions, &mask, cache),
+            Net::Decoder(d) => Some(d.rope_tables(positions, self.kind)),
+            Net::Gpt2(_) => None,
+        }
+    }
+
+    fn embed(&self, ids: &Tensor, positions: &Tensor) -> Tensor {
+        match &self.net {
+            Net::Decoder(d) => d.embed(ids),
+            Net::Gpt2(g) => g.embed(ids, positions),
+        }
+    }
+
+    fn block(&self, l: usize, x: &Tensor, tables: &Option<(Tensor, Tensor)>, mask: &AttnMask, cache: Option<&mut KvCache>) -> Tensor {
+        match (&self.net, tables) {
+            (Net::Decoder(d), Some(t)) => d.block(l, x, t, mask, cache),
+            (Net::Gpt2(g), _) => g.block(l, x, mask, cache),
+            (Net::Decoder(_), None) => unreachable!("the decoder's rotary tables are always built"),
+        }
+    }
+
+    fn final_norm(&self, x: &Tensor) -> Tensor {
+        match &self.net {
+            Net::Decoder(d) => d.final_norm(x),
+            Net::Gpt2(g) => g.final_norm(x),
         }
     }
 

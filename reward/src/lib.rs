@@ -27,7 +27,7 @@ pub mod prefix_match;
 pub use advantage::{advantages, STD_EPS};
 pub use config::{AdvantageConfig, Aggregation, Baseline, Center, Estimator, LossConfig, RewardConfig, RewardKind};
 pub use info_gain::{baseline_cancels, gain_reward, info_gain, multi_token_gain};
-pub use loss::{aggregate, aggregate_sum, aggregate_units, entropy_keep, entropy_top_mask, kl_k3, policy_loss, token_entropy, PolicyLoss};
+pub use loss::{aggregate, aggregate_sum, aggregate_units, aggregate_weights, policy_token_loss, entropy_keep, entropy_top_mask, kl_k3, policy_loss, PolicyLoss};
 pub use prefix_match::{dense_prob_reward, extract_answer, first_token_reward, prefix_match_reward, token_boundaries};
 
 #[cfg(test)]

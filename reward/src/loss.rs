@@ -107,15 +107,7 @@ pub fn policy_loss(logp: &Tensor, old_logp: &Tensor, advantage: &Tensor, mask: &
     let adv = advantage.detach().to_kind(Kind::Float);
     let adv = if adv.dim() == 1 { adv.unsqueeze(-1) } else { adv };
     let ratio = (&logp - &old_logp).exp();
-    let (per_token, binds) = match cfg.estimator {
-        Estimator::PpoClip => {
-            let unclipped = -(&ratio * &adv);
-            let clipped = -(ratio.clamp(1.0 - cfg.eps_low, 1.0 + cfg.eps_high) * &adv);
-            let binds = clipped.gt_tensor(&unclipped);
-            (unclipped.maximum(&clipped), binds)
-        }
-        Estimator::Reinforce => (-(&logp * &adv), logp.zeros_like().to_kind(Kind::Bool)),
-    };
+    let (per_token, binds) = policy_token_loss(&logp, &old_logp, &adv, cfg);
     let loss = aggregate(&per_token, &m, cfg.aggregation, l_max) * cfg.policy_coef;
     let sum = aggregate_sum(&per_token, &m, cfg.aggregation, l_max) * cfg.policy_coef;
     let _guard = tch::no_grad_guard();
@@ -133,6 +125,38 @@ pub fn policy_loss(logp: &Tensor, old_logp: &Tensor, advantage: &Tensor, mask: &
     }
 }
 
+/// The per-token policy loss `ℓ_u` of [`policy_loss`] (before aggregation and `policy_coef`),
+/// elementwise in equally shaped (or broadcastable) `logp`, `old_logp`, `advantage`, and where
+/// the clip binds. The trainer sums `w · ℓ_u` ([`aggregate_weights`]) chunk by chunk.
+pub fn policy_token_loss(logp: &Tensor, old_logp: &Tensor, advantage: &Tensor, cfg: &LossConfig) -> (Tensor, Tensor) {
+    let (old_logp, adv) = (old_logp.detach(), advantage.detach());
+    match cfg.estimator {
+        Estimator::PpoClip => {
+            let ratio = (logp - old_logp).exp();
+            let unclipped = -(&ratio * &adv);
+            let clipped = -(ratio.clamp(1.0 - cfg.eps_low, 1.0 + cfg.eps_high) * &adv);
+            let binds = clipped.gt_tensor(&unclipped);
+            (unclipped.maximum(&clipped), binds)
+        }
+        Estimator::Reinforce => (-(logp * adv), logp.zeros_like().to_kind(Kind::Bool)),
+    }
+}
+
+/// Per-token weights `w` `[N, L]` with `Σ w · ℓ = aggregate_sum(ℓ, mask, mode, l_max)`: the mask,
+/// divided by the row's token count for `seq_mean_token_mean` and by `l_max` for
+/// `seq_mean_token_sum_norm`.
+pub fn aggregate_weights(mask: &Tensor, mode: Aggregation, l_max: i64) -> Tensor {
+    let m = mask.to_kind(Kind::Float);
+    match mode {
+        Aggregation::TokenMean | Aggregation::SeqMeanTokenSum => m,
+        Aggregation::SeqMeanTokenMean => {
+            let count = m.sum_dim_intlist(-1, true, Kind::Float).clamp_min(1.0);
+            m / count
+        }
+        Aggregation::SeqMeanTokenSumNorm => m / l_max.max(1) as f64,
+    }
+}
+
 /// GRPO's KL estimator per token (Schulman's k3): `exp(ref − logp) − (ref − logp) − 1`, ≥ 0, 0
 /// where the policies agree; unbiased for KL(π_θ ‖ π_ref) under samples from π_θ. `ref_logp` is
 /// detached. Aggregate it with the same mask and mode as the policy term, times `kl_coef`.
@@ -141,24 +165,25 @@ pub fn kl_k3(logp: &Tensor, ref_logp: &Tensor) -> Tensor {
     d.exp() - &d - 1.0
 }
 
-/// The 80/20 mask: among the masked tokens of the whole batch, keep the `ceil(ratio · count)` with
-/// the highest entropy (official code `get_global_entropy_top_mask`). Returns `[N, L]` float 0/1;
-/// `ratio >= 1` returns `mask` unchanged. Ties at the threshold are broken arbitrarily.
-pub fn entropy_top_mask(entropy: &Tensor, mask: &Tensor, ratio: f64) -> Tensor {
+/// The 80/20 mask: among the masked tokens of each of `groups` equal slices of the rows (the
+/// G thoughts of one context), keep the `ceil(ratio · count)` with the highest entropy (the
+/// official code's `get_global_entropy_top_mask` selects over the whole batch; per context the
+/// selection does not depend on how contexts are split over micro-batches and ranks). Returns
+/// `[N, L]` float 0/1; `ratio >= 1` returns `mask` unchanged. Ties at the threshold are broken
+/// arbitrarily.
+pub fn entropy_top_mask(entropy: &Tensor, mask: &Tensor, ratio: f64, groups: i64) -> Tensor {
     let m = mask.to_kind(Kind::Float);
-    if ratio >= 1.0 {
+    if ratio >= 1.0 || m.numel() == 0 {
         return m;
     }
-    let count = m.gt(0.0).to_kind(Kind::Int64).sum(Kind::Int64).int64_value(&[]);
-    if count == 0 {
-        return m;
-    }
-    let keep = entropy_keep(count as usize, ratio) as i64;
     let _guard = tch::no_grad_guard();
-    let scores = entropy.detach().to_kind(Kind::Float).masked_fill(&m.le(0.0), f64::NEG_INFINITY).flatten(0, -1);
-    let (_, index) = scores.topk(keep, 0, true, false);
-    let kept = scores.zeros_like().index_fill(0, &index, 1.0);
-    kept.view_as(&m)
+    let m2 = m.reshape([groups, -1]);
+    let scores = entropy.detach().to_kind(Kind::Float).reshape([groups, -1]).masked_fill(&m2.le(0.0), f64::NEG_INFINITY);
+    // entropy_keep per group, on the device: ceil(ratio · count), at least 1 when count > 0.
+    let count = m2.gt(0.0).sum_dim_intlist(-1, true, Kind::Double);
+    let keep = (&count * ratio - 1e-9).ceil().clamp_min(1.0).minimum(&count);
+    let rank = scores.argsort(-1, true).argsort(-1, false).to_kind(Kind::Double);
+    (rank.lt_tensor(&keep).to_kind(Kind::Float) * &m2).view_as(&m)
 }
 
 /// How many of `count` tokens [`entropy_top_mask`] keeps at `ratio`.
@@ -168,16 +193,6 @@ pub fn entropy_keep(count: usize, ratio: f64) -> usize {
     }
     // 1e-9 absorbs products like 0.2 · 15 = 3.0000000000000004, which would keep a 4th token.
     ((ratio * count as f64 - 1e-9).ceil() as usize).clamp(1, count)
-}
-
-/// Per-position entropy `−Σ_v p_v log p_v` of `softmax(logits)` over the last axis, in float32.
-/// Pass `logits / T` for the sampling distribution at temperature T (the 80/20 paper uses the
-/// decoding temperature). Entries of `-inf` (masked vocabulary) contribute 0, not NaN.
-pub fn token_entropy(logits: &Tensor) -> Tensor {
-    let logp = logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float);
-    // p · log p is 0 · (−inf) for impossible tokens; a finite floor makes it 0.
-    let finite_logp = logp.clamp_min(f64::from(f32::MIN));
-    -(logp.exp() * finite_logp).sum_dim_intlist(-1, false, Kind::Float)
 }
 
 #[cfg(test)]
@@ -342,27 +357,26 @@ mod tests {
         let entropy = t2(&[0.1, 0.9, 0.5, 0.3, 0.8, 0.2, 0.7, 5.0], 2);
         let mask = t2(&[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0], 2); // 7 tokens; 5.0 is padding
         // ceil(0.2 · 7) = 2: 0.9 and 0.8
-        assert_eq!(vals(&entropy_top_mask(&entropy, &mask, 0.2)), [0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(vals(&entropy_top_mask(&entropy, &mask, 0.2, 1)), [0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
         // ceil(0.5 · 7) = 4: 0.9, 0.8, 0.7, 0.5
-        assert_eq!(vals(&entropy_top_mask(&entropy, &mask, 0.5)), [0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
-        assert_eq!(vals(&entropy_top_mask(&entropy, &mask, 1.0)), vals(&mask));
+        assert_eq!(vals(&entropy_top_mask(&entropy, &mask, 0.5, 1)), [0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(vals(&entropy_top_mask(&entropy, &mask, 1.0, 1)), vals(&mask));
         // 0.2 · 15 must keep 3, not 4.
         let e15 = Tensor::arange(15, (Kind::Float, tch::Device::Cpu)).view([3, 5]);
-        let kept = entropy_top_mask(&e15, &e15.ones_like(), 0.2);
+        let kept = entropy_top_mask(&e15, &e15.ones_like(), 0.2, 1);
         assert_eq!(vals(&kept).iter().sum::<f64>(), 3.0);
         assert_eq!(vals(&kept)[12..], [1.0, 1.0, 1.0]);
         // Nothing masked in: nothing kept.
-        assert_eq!(vals(&entropy_top_mask(&entropy, &mask.zeros_like(), 0.2)).iter().sum::<f64>(), 0.0);
+        assert_eq!(vals(&entropy_top_mask(&entropy, &mask.zeros_like(), 0.2, 1)).iter().sum::<f64>(), 0.0);
         // Every kept token was in the mask.
-        assert_eq!(vals(&(entropy_top_mask(&entropy, &mask, 0.99) * (1.0 - &mask))).iter().sum::<f64>(), 0.0);
+        assert_eq!(vals(&(entropy_top_mask(&entropy, &mask, 0.99, 1) * (1.0 - &mask))).iter().sum::<f64>(), 0.0);
+        // Per group (two groups of one row each): ceil(0.5 · 4) = 2 from row 0 (0.9, 0.5) and
+        // ceil(0.5 · 3) = 2 from row 1 (0.8, 0.7), whatever the other row holds.
+        assert_eq!(vals(&entropy_top_mask(&entropy, &mask, 0.5, 2)), [0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
+        let mut other = vals(&entropy);
+        other[0] = 9.0; // row 0's low token becomes its highest: row 1's selection must not move
+        let other = t2(&other.iter().map(|&x| x as f32).collect::<Vec<_>>(), 2);
+        assert_eq!(vals(&entropy_top_mask(&other, &mask, 0.5, 2))[4..], [1.0, 0.0, 1.0, 0.0]);
     }
 
-    #[test]
-    fn token_entropy_by_hand() {
-        let logits = t2(&[0.0, 0.0, 0.0, 0.0, 3.0, f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY], 2);
-        assert_close(&vals(&token_entropy(&logits)), &[4.0f64.ln(), 0.0], 1e-6);
-        // Two equally likely tokens out of three.
-        let logits = Tensor::from_slice(&[1.0f32, 1.0, f32::NEG_INFINITY]);
-        assert_close(&vals(&token_entropy(&logits)), &[2.0f64.ln()], 1e-6);
-    }
 }

@@ -34,7 +34,7 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     let (mut nll_sum, mut n_tokens) = (0f64, 0usize);
     for chunk in records.chunks(a.batch_size) {
         let rows: Vec<Vec<i64>> = chunk.iter().map(|r| r.ids.clone()).collect();
-        let logprobs = token_logprobs(&lm, &rows)?;
+        let logprobs = token_logprobs(&lm, &rows, usize::MAX)?;
         for (r, lp) in chunk.iter().zip(logprobs) {
             nll_sum -= lp.iter().map(|&x| x as f64).sum::<f64>();
             n_tokens += lp.len();

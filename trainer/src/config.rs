@@ -45,6 +45,8 @@ pub struct TrainConfig {
     pub eval: EvalSection,
     #[serde(default)]
     pub dist: DistSection,
+    #[serde(default)]
+    pub memory: MemorySection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,16 +175,46 @@ pub struct RolloutSection {
     pub contexts_per_step: usize,
     /// G: thoughts per context.
     pub group_size: usize,
-    /// Contexts per forward/backward pass on one rank; B/W must be a multiple of it (gradient
-    /// accumulation).
-    pub micro_batch: usize,
 }
 
 impl Default for RolloutSection {
     fn default() -> Self {
-        RolloutSection { contexts_per_step: 8, group_size: 4, micro_batch: 8 }
+        RolloutSection { contexts_per_step: 8, group_size: 4 }
     }
 }
+
+/// Memory knobs. None of them changes what a step computes (only float rounding of padded
+/// batches): the step is scored whole, then learned in pieces of any size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySection {
+    /// Padded tokens (rows × longest row) per forward or forward/backward pass: the
+    /// micro-batch of gradient accumulation, in rows of any group.
+    pub micro_batch_tokens: usize,
+    /// Positions per chunk of `[chunk, vocab]` logits; 0 = automatic (2^26 float32 logits,
+    /// 441 positions at V = 151,936).
+    pub logit_chunk_tokens: usize,
+    /// Recompute each decoder block in backward instead of keeping its activations (one
+    /// `[rows, length, hidden]` input kept per block).
+    pub activation_checkpointing: bool,
+    /// Thought rows decoded at once in a rollout (each holds a KV cache of its context and
+    /// thought); 0 = every row of the step at once.
+    pub rollout_rows: usize,
+}
+
+impl Default for MemorySection {
+    fn default() -> Self {
+        MemorySection { micro_batch_tokens: 16384, logit_chunk_tokens: 0, activation_checkpointing: false, rollout_rows: 0 }
+    }
+}
+
+/// Keys that were renamed or replaced: using one is an error naming its successor.
+const REPLACED_KEYS: &[(&str, &str, &str)] = &[(
+    "rollout",
+    "micro_batch",
+    "rollout.micro_batch was replaced by memory.micro_batch_tokens (padded tokens per forward/backward pass; \
+     the step is scored whole first, so micro-batches no longer need whole groups and never change the result)",
+)];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -384,6 +416,11 @@ impl TrainConfig {
         for s in sets {
             apply_set(&mut table, s)?;
         }
+        for (section, key, message) in REPLACED_KEYS {
+            if table.get(section).and_then(|t| t.get(key)).is_some() {
+                bail!("{message}");
+            }
+        }
         let cfg: TrainConfig = serde_path_to_error::deserialize(table).map_err(|e| {
             let path = e.path().to_string();
             anyhow::anyhow!("{}{}", if path == "." { String::new() } else { format!("key `{path}`: ") }, e.into_inner())
@@ -396,12 +433,7 @@ impl TrainConfig {
         let r = &self.rollout;
         anyhow::ensure!(r.contexts_per_step > 0, "rollout.contexts_per_step must be at least 1");
         anyhow::ensure!(r.group_size > 0, "rollout.group_size must be at least 1");
-        anyhow::ensure!(
-            r.micro_batch > 0 && r.contexts_per_step % r.micro_batch == 0,
-            "rollout.micro_batch ({}) must divide rollout.contexts_per_step ({})",
-            r.micro_batch,
-            r.contexts_per_step
-        );
+        anyhow::ensure!(self.memory.micro_batch_tokens > 0, "memory.micro_batch_tokens must be at least 1");
         anyhow::ensure!(self.thought.max_tokens > 0, "thought.max_tokens must be at least 1");
         anyhow::ensure!(self.thought.temperature > 0.0, "thought.temperature must be > 0 for training rollouts");
         anyhow::ensure!(self.thought.open != self.thought.close, "thought.open and thought.close must differ");
@@ -425,19 +457,11 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The contexts each of `world` ranks takes per step, B/W; it must divide evenly, in whole
-    /// micro-batches.
+    /// The contexts each of `world` ranks takes per step, B/W; it must divide evenly.
     pub fn contexts_per_rank(&self, world: usize) -> Result<usize> {
-        let r = &self.rollout;
-        anyhow::ensure!(
-            r.contexts_per_step % world == 0 && (r.contexts_per_step / world) % r.micro_batch == 0,
-            "rollout.contexts_per_step ({}) must split over the {world} ranks in whole micro-batches of rollout.micro_batch ({}): \
-             make it a multiple of {}",
-            r.contexts_per_step,
-            r.micro_batch,
-            world * r.micro_batch
-        );
-        Ok(r.contexts_per_step / world)
+        let b = self.rollout.contexts_per_step;
+        anyhow::ensure!(b % world == 0, "rollout.contexts_per_step ({b}) must split evenly over the {world} ranks: make it a multiple of {world}");
+        Ok(b / world)
     }
 
     /// True when the step samples thoughts (every objective except plain next-token training).

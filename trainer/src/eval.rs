@@ -2,22 +2,28 @@
 //! with a greedy thought, side by side: does thinking help predict what comes next?
 use std::collections::BTreeMap;
 
-use anyhow::{Context as _, Result};
-use rlp_model::CausalLm;
+use anyhow::Result;
+use rlp_model::{score_rows, CausalLm, Positions};
 use rlp_rollout::{sample_thoughts, Delimiters, SamplingParams};
-use tch::Kind;
+use tch::{Kind, Tensor};
 
+use crate::config::MemorySection;
 use crate::positions::Context;
-use crate::score::{no_think_rows, score_tokens, thought_rows};
+use crate::score::{no_think_rows, thought_rows};
 
-fn hits(s: &crate::score::TokenScores) -> Result<&tch::Tensor> {
-    s.hit.as_ref().context("internal: scores computed without stats")
+/// Σ log-prob and Σ hits of the `at` tokens of `rows`.
+fn score(lm: &CausalLm, rows: &[Vec<i64>], at: &[Vec<usize>], mem: &MemorySection) -> (f64, f64) {
+    let s = score_rows(lm, rows, &[Positions { at, opts: mem.opts(1.0).with_argmax() }], mem.micro_batch_tokens).remove(0);
+    let both = Tensor::stack(&[s.logp.sum(Kind::Double), s.hit.sum(Kind::Double)], 0);
+    (both.double_value(&[0]), both.double_value(&[1]))
 }
 
 pub struct EvalOptions {
     pub with_thought: bool,
     pub max_thought_tokens: usize,
+    /// Contexts per greedy-thought generation batch.
     pub batch: usize,
+    pub memory: MemorySection,
 }
 
 /// `eval/nll_no_think`, `eval/acc_no_think` and, with thoughts, `eval/nll_think`,
@@ -28,18 +34,16 @@ pub fn evaluate(lm: &CausalLm, delims: Delimiters, contexts: &[Context], opts: &
     let (mut nll0, mut acc0, mut nll1, mut acc1, mut len1) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for chunk in firsts.chunks(opts.batch.max(1)) {
         let (rows, at) = no_think_rows(chunk);
-        let s = score_tokens(lm, &rows, &at, 1.0, true);
-        nll0 -= s.logp.sum(Kind::Float).double_value(&[]);
-        acc0 += hits(&s)?.sum(Kind::Float).double_value(&[]);
+        let (logp, hit) = score(lm, &rows, &at, &opts.memory);
+        (nll0, acc0) = (nll0 - logp, acc0 + hit);
         if opts.with_thought {
             let greedy = SamplingParams { temperature: 0.0, max_new_tokens: opts.max_thought_tokens, ..Default::default() };
             let ids: Vec<Vec<i64>> = chunk.iter().map(|c| c.ids.clone()).collect();
             let thoughts = sample_thoughts(lm, &ids, delims, 1, &greedy)?;
             len1 += thoughts.iter().flatten().map(|t| t.inner().len() as f64).sum::<f64>();
             let tr = thought_rows(chunk, &thoughts);
-            let s = score_tokens(lm, &tr.rows, &tr.target_at, 1.0, true);
-            nll1 -= s.logp.sum(Kind::Float).double_value(&[]);
-            acc1 += hits(&s)?.sum(Kind::Float).double_value(&[]);
+            let (logp, hit) = score(lm, &tr.rows, &tr.target_at, &opts.memory);
+            (nll1, acc1) = (nll1 - logp, acc1 + hit);
         }
     }
     let n = firsts.len().max(1) as f64;

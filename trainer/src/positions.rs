@@ -10,8 +10,7 @@
 use anyhow::{bail, Result};
 use rand::seq::index::sample;
 use rlp_data::{doc_rng, Cursor, Dataset, DocStream};
-use rlp_model::{CausalLm, PaddedBatch, Padding};
-use tch::Kind;
+use rlp_model::{score_rows, CausalLm, LogProbOpts, Positions};
 
 use crate::config::{PositionStrategy, PositionsSection};
 
@@ -33,18 +32,23 @@ pub struct ContextSource {
     max_context: usize,
     n_true: usize,
     seed: u64,
+    /// The entropy strategies' scorer options (the logit chunk of `memory`).
+    logit_opts: LogProbOpts,
 }
 
 /// Salt for the per-document RNG of position sampling (other per-document draws use others).
 const POSITION_SALT: u64 = 1;
 
 impl ContextSource {
-    pub fn new(dataset: Dataset, cfg: &PositionsSection, max_context: usize, n_true: usize, seed: u64, rank: usize, world: usize, cursor: Option<Cursor>) -> Result<ContextSource> {
+    /// Every rank reads the one global stream (and keeps its slice of each step's contexts), so
+    /// the stream is not sharded here.
+    pub fn new(dataset: Dataset, cfg: &PositionsSection, max_context: usize, n_true: usize, seed: u64, logit_chunk_tokens: usize, cursor: Option<Cursor>) -> Result<ContextSource> {
         let stream = match cursor {
-            Some(c) => DocStream::resume(dataset.num_docs(), seed, rank, world, c)?,
-            None => DocStream::new(dataset.num_docs(), seed, rank, world)?,
+            Some(c) => DocStream::resume(dataset.num_docs(), seed, 0, 1, c)?,
+            None => DocStream::new(dataset.num_docs(), seed, 0, 1)?,
         };
-        Ok(ContextSource { dataset, stream, cfg: cfg.clone(), max_context, n_true, seed })
+        let logit_opts = LogProbOpts::new(1.0).chunked(logit_chunk_tokens);
+        Ok(ContextSource { dataset, stream, cfg: cfg.clone(), max_context, n_true, seed, logit_opts })
     }
 
     pub fn cursor(&self) -> Cursor {
@@ -146,21 +150,14 @@ impl ContextSource {
     /// full vocabulary or renormalised over its `top_k` most likely tokens (RPT's proxy filter).
     /// Only the first `max_positions` tokens of a long document are scored.
     fn doc_entropy(&self, doc: usize, scorer: &CausalLm, top_k: Option<i64>) -> Result<Vec<f32>> {
-        let _g = tch::no_grad_guard();
         let tokens = self.dataset.doc(doc);
         let n = tokens.len().min(scorer.max_positions() as usize);
-        let ids: Vec<i64> = tokens[..n].iter().map(|&x| x as i64).collect();
-        let batch = PaddedBatch::new(&[ids], 0, Padding::Right, scorer.device());
-        let hidden = scorer.forward(&batch.ids, &batch.positions, None, None);
-        let logits = scorer.logits(&hidden).squeeze_dim(0).to_kind(Kind::Float); // [n, V]
-        let logits = match top_k {
-            Some(k) if k > 0 && k < logits.size()[1] => logits.topk(k, -1, true, false).0,
-            _ => logits,
-        };
-        let logp = logits.log_softmax(-1, Kind::Float);
-        let h = -(logp.exp() * &logp).sum_dim_intlist(-1, false, Kind::Float); // h[i] predicts token i+1
-        let h: Vec<f32> = Vec::try_from(h.to_device(tch::Device::Cpu))?;
-        // Shift so that entropy[t] is about the prediction of token t; token 0 has none.
+        let rows = vec![tokens[..n].iter().map(|&x| x as i64).collect::<Vec<i64>>()];
+        let at = vec![(1..n).collect::<Vec<usize>>()];
+        let opts = LogProbOpts { entropy_top_k: top_k, ..self.logit_opts.with_entropy() };
+        let s = score_rows(scorer, &rows, &[Positions { at: &at, opts }], usize::MAX).remove(0);
+        let h: Vec<f32> = Vec::try_from(s.entropy.flatten(0, -1).to_device(tch::Device::Cpu))?;
+        // entropy[t] is about the prediction of token t; token 0 has none.
         Ok(std::iter::once(f32::NEG_INFINITY).chain(h.into_iter().take(n.saturating_sub(1))).collect())
     }
 }

@@ -133,7 +133,12 @@ impl Trainer {
             // Also for the next-token objective: does plain training keep the ability to think?
             with_thought: self.cfg.eval.with_thought,
             max_thought_tokens: self.cfg.thought.max_tokens,
-            batch: self.cfg.rollout.micro_batch * self.cfg.rollout.group_size,
+            // As many rows as a step's rollout decodes at once.
+            batch: match self.cfg.memory.rollout_rows {
+                0 => self.cfg.rollout.contexts_per_step * self.cfg.rollout.group_size,
+                rows => rows,
+            },
+            memory: self.cfg.memory.clone(),
         };
         evaluate(&self.policy, self.delims, &self.eval_contexts, &opts)
     }

@@ -1,68 +1,18 @@
-//! Teacher-forced scoring: log-probs of chosen tokens of right-padded rows, computing logits
-//! only at the positions asked for (a `[rows, length, vocab]` logit tensor would not fit for real
-//! vocabularies and thought lengths).
-use rlp_model::{CausalLm, PaddedBatch, Padding};
+//! Teacher-forced scoring of the step's rows, on top of the one chunked scorer in
+//! `rlp_model::{score_rows, learn_rows}`: logits only at the positions asked for, in chunks, and
+//! rows in forward passes of at most `memory.micro_batch_tokens` padded tokens.
+use rlp_model::{score_rows, CausalLm, LogProbOpts, Positions};
 use rlp_rollout::Thought;
 use tch::{Device, Kind, Tensor};
 
+use crate::config::MemorySection;
 use crate::positions::Context;
 
-/// Scores of the tokens at chosen indices of each row (padded to K per row).
-pub struct TokenScores {
-    /// `[N, K]` log p(row[i] | row[..i]) at the requested temperature.
-    pub logp: Tensor,
-    /// `[N, K]` float 1 where an index was requested, 0 for padding.
-    pub mask: Tensor,
-    /// `[N, K]` entropy of the (tempered) predictive distribution, detached; only when asked
-    /// for (`with_stats`), since it is another pass over `[N, K, vocab]`.
-    pub entropy: Option<Tensor>,
-    /// `[N, K]` float 1 where the argmax prediction equals the token; only with `with_stats`.
-    pub hit: Option<Tensor>,
-}
-
-/// Runs `lm` over `rows` (right-padded) and scores `rows[n][i]` for every `i` in `at[n]`
-/// (each `i >= 1`). Differentiable unless called under `no_grad`. `with_stats` also gives each
-/// position's entropy and whether the argmax was right.
-pub fn score_tokens(lm: &CausalLm, rows: &[Vec<i64>], at: &[Vec<usize>], temperature: f64, with_stats: bool) -> TokenScores {
-    let batch = PaddedBatch::new(rows, 0, Padding::Right, lm.device());
-    let hidden = lm.forward(&batch.ids, &batch.positions, batch.key_valid(), None);
-    scores_from_hidden(lm, &hidden, &batch.ids, at, temperature, with_stats)
-}
-
-pub fn scores_from_hidden(lm: &CausalLm, hidden: &Tensor, ids: &Tensor, at: &[Vec<usize>], temperature: f64, with_stats: bool) -> TokenScores {
-    let device = lm.device();
-    let n = at.len() as i64;
-    let k = at.iter().map(Vec::len).max().unwrap_or(0).max(1) as i64;
-    let mut pred_pos = vec![0i64; (n * k) as usize];
-    let mut tok_pos = vec![0i64; (n * k) as usize];
-    let mut mask = vec![0f32; (n * k) as usize];
-    for (r, idx) in at.iter().enumerate() {
-        for (j, &i) in idx.iter().enumerate() {
-            let cell = r * k as usize + j;
-            pred_pos[cell] = i as i64 - 1;
-            tok_pos[cell] = i as i64;
-            mask[cell] = 1.0;
-        }
+impl MemorySection {
+    /// Scorer options at `temperature` with this section's logit chunk.
+    pub fn opts(&self, temperature: f64) -> LogProbOpts {
+        LogProbOpts::new(temperature).chunked(self.logit_chunk_tokens)
     }
-    let pred_pos = Tensor::from_slice(&pred_pos).view([n, k]).to_device(device);
-    let tok_pos = Tensor::from_slice(&tok_pos).view([n, k]).to_device(device);
-    let mask = Tensor::from_slice(&mask).view([n, k]).to_device(device);
-    let h = hidden.size()[2];
-    let picked = hidden.gather(1, &pred_pos.unsqueeze(-1).expand([n, k, h], false), false); // [N, K, H]
-    let tokens = ids.gather(1, &tok_pos, false); // [N, K]
-    let logits = lm.logits(&picked).to_kind(Kind::Float);
-    let logits = if temperature == 1.0 { logits } else { logits / temperature };
-    let logp_all = logits.log_softmax(-1, Kind::Float);
-    let logp = logp_all.gather(-1, &tokens.unsqueeze(-1), false).squeeze_dim(-1) * &mask;
-    let (entropy, hit) = if with_stats {
-        let detached = logp_all.detach();
-        let entropy = -(detached.exp() * &detached).sum_dim_intlist(-1, false, Kind::Float) * &mask;
-        let hit = detached.argmax(-1, false).eq_tensor(&tokens).to_kind(Kind::Float) * &mask;
-        (Some(entropy), Some(hit))
-    } else {
-        (None, None)
-    };
-    TokenScores { logp, mask, entropy, hit }
 }
 
 /// Rows `context ⊕ thought ⊕ targets` for every (context, thought), row index `b·G + g`.
@@ -101,44 +51,48 @@ pub fn thought_rows(contexts: &[Context], thoughts: &[Vec<Thought>]) -> ThoughtR
     ThoughtRows { rows, action_at, target_at, old_logp }
 }
 
-/// What one forward over [`ThoughtRows`] gives the update.
+/// What the no-grad scoring pass over [`ThoughtRows`] gives the step.
 pub struct ThoughtScores {
-    /// `[N, K]` differentiable log-probs of the actions at the loss temperature.
-    pub logp: Tensor,
-    pub mask: Tensor,
-    /// `[N, K]` entropy of the policy at each action (at the loss temperature), detached: the
-    /// top-ρ entropy mask and the `policy/entropy` diagnostic.
-    pub entropy: Tensor,
-    /// `[N]` S_pred = Σ_s log p_θ(x_{t+s} | x_<t, thought, x_t..x_{t+s−1}), detached.
+    /// `[N]` S_pred = Σ_s log p_θ(x_{t+s} | x_<t, thought, x_t..x_{t+s−1}).
     pub s_pred: Tensor,
     /// `[N]` 1 where the argmax prediction after the thought is the true next token x_t (the
     /// thought led to the right answer), else 0.
     pub right: Tensor,
+    /// `[N, K]` entropy of the policy at each action (at the loss temperature): the top-ρ
+    /// entropy mask and the `policy/entropy` diagnostic.
+    pub entropy: Tensor,
+    /// `[N, K]` 1 on the actions.
+    pub mask: Tensor,
 }
 
-/// One forward for both the policy's action log-probs (with gradient) and S_pred (without):
-/// the same θ that sampled the thoughts scores them, as in RLP's Algorithm 1.
-pub fn score_thoughts(lm: &CausalLm, tr: &ThoughtRows, temperature: f64) -> ThoughtScores {
-    let batch = PaddedBatch::new(&tr.rows, 0, Padding::Right, lm.device());
-    let hidden = lm.forward(&batch.ids, &batch.positions, batch.key_valid(), None);
-    let actions = scores_from_hidden(lm, &hidden, &batch.ids, &tr.action_at, temperature, true);
-    let targets = scores_from_hidden(lm, &hidden.detach(), &batch.ids, &tr.target_at, 1.0, true);
-    let (entropy, hit) = (actions.entropy.unwrap_or_else(|| actions.mask.zeros_like()), targets.hit.unwrap_or_else(|| targets.mask.zeros_like()));
+/// S_pred and the actions' entropies under the θ that sampled the thoughts (RLP's Algorithm 1),
+/// one no-grad forward per row chunk serving both.
+pub fn score_thoughts(lm: &CausalLm, tr: &ThoughtRows, temperature: f64, mem: &MemorySection) -> ThoughtScores {
+    let requests = [
+        Positions { at: &tr.target_at, opts: mem.opts(1.0).with_argmax() },
+        Positions { at: &tr.action_at, opts: mem.opts(temperature).with_entropy() },
+    ];
+    let mut scores = score_rows(lm, &tr.rows, &requests, mem.micro_batch_tokens).into_iter();
+    let (targets, actions) = (scores.next(), scores.next());
+    let (Some(targets), Some(actions)) = (targets, actions) else { unreachable!("score_rows answers each request") };
     ThoughtScores {
-        logp: actions.logp,
+        s_pred: targets.logp.sum_dim_intlist(-1, false, Kind::Float),
+        right: targets.hit.narrow(1, 0, 1).squeeze_dim(1),
+        entropy: actions.entropy,
         mask: actions.mask,
-        entropy,
-        s_pred: targets.logp.detach().sum_dim_intlist(-1, false, Kind::Float),
-        right: hit.narrow(1, 0, 1).squeeze_dim(1),
     }
+}
+
+/// `[N, K]` log-probs of the actions under `lm` (the frozen KL reference), no gradient.
+pub fn action_logprobs(lm: &CausalLm, tr: &ThoughtRows, temperature: f64, mem: &MemorySection) -> Tensor {
+    score_rows(lm, &tr.rows, &[Positions { at: &tr.action_at, opts: mem.opts(temperature) }], mem.micro_batch_tokens).remove(0).logp
 }
 
 /// `[B]` Σ_s log p(x_{t+s} | x_<t, x_t..x_{t+s−1}) with no thought (S_ema under the EMA teacher,
 /// or the current model's own no-think score), no gradient.
-pub fn no_think_scores(lm: &CausalLm, contexts: &[Context]) -> Tensor {
-    let _g = tch::no_grad_guard();
+pub fn no_think_scores(lm: &CausalLm, contexts: &[Context], mem: &MemorySection) -> Tensor {
     let (rows, at) = no_think_rows(contexts);
-    score_tokens(lm, &rows, &at, 1.0, false).logp.sum_dim_intlist(-1, false, Kind::Float)
+    score_rows(lm, &rows, &[Positions { at: &at, opts: mem.opts(1.0) }], mem.micro_batch_tokens).remove(0).logp.sum_dim_intlist(-1, false, Kind::Float)
 }
 
 /// Rows `context ⊕ targets` and the indices of the targets.
@@ -148,13 +102,9 @@ pub fn no_think_rows(contexts: &[Context]) -> (Vec<Vec<i64>>, Vec<Vec<usize>>) {
     (rows, at)
 }
 
-/// Summed next-token NLL over every token of `rows` after the first (differentiable), and the
-/// number of those tokens: the ordinary continued-pretraining loss before its normalisation.
-pub fn next_token_nll_sum(lm: &CausalLm, rows: &[Vec<i64>]) -> (Tensor, usize) {
-    let at: Vec<Vec<usize>> = rows.iter().map(|r| (1..r.len()).collect()).collect();
-    let count: usize = at.iter().map(Vec::len).sum();
-    let s = score_tokens(lm, rows, &at, 1.0, false);
-    (-(s.logp.sum(Kind::Float)), count)
+/// Every position after the first of each row: the next-token loss's targets.
+pub fn next_token_positions(rows: &[Vec<i64>]) -> Vec<Vec<usize>> {
+    rows.iter().map(|r| (1..r.len()).collect()).collect()
 }
 
 pub fn to_host(t: &Tensor) -> anyhow::Result<Vec<f32>> {

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use rlp_dist::ReduceOp;
-use rlp_reward::{advantages, aggregate_sum, aggregate_units, entropy_keep, entropy_top_mask, gain_reward, info_gain, kl_k3, policy_loss, Baseline, RewardKind};
+use rlp_model::learn_rows;
+use rlp_reward::{advantages, aggregate_sum, aggregate_units, aggregate_weights, entropy_keep, entropy_top_mask, gain_reward, info_gain, kl_k3, policy_loss, policy_token_loss, Baseline, RewardKind};
 use rlp_rollout::{derive_seed, generate, sample_thoughts, SamplingParams, Thought};
 use tch::{Kind, Tensor};
 
@@ -13,7 +14,7 @@ use crate::adamw::{clip_grad_norm, zero_grad};
 use crate::positions::Context;
 use crate::rewards::answer_rewards;
 use crate::schedule::lr_at;
-use crate::score::{next_token_nll_sum, no_think_rows, no_think_scores, score_thoughts, score_tokens, thought_rows};
+use crate::score::{action_logprobs, next_token_positions, no_think_rows, no_think_scores, score_thoughts, thought_rows};
 use crate::trainer::Trainer;
 
 /// What a step produced, for logs, rollout samples and the debug dump.
@@ -46,7 +47,6 @@ impl Trainer {
         let cfg = self.cfg.clone();
         // B contexts per step over all ranks; this rank takes b = B/W of them.
         let (b, g) = (cfg.contexts_per_rank(self.world)?, cfg.rollout.group_size);
-        let mut m = BTreeMap::new();
         let start = Instant::now();
 
         // 1. Contexts x_<t and the true next tokens x_t..x_{t+n_true}: this rank's slice of the
@@ -75,13 +75,25 @@ impl Trainer {
         }
         let t_rollout = start.elapsed().as_secs_f64();
 
-        // 3. The no-think baseline S_ema = log p_φ(x_t | x_<t) under the EMA teacher (or the
-        //    current model), one forward per context, no gradient.
+        // 3. Score, no gradient: S_pred = log p_θ(x_t | x_<t, c) with the θ that sampled (and
+        //    the actions' entropies), S_ema = log p_φ(x_t | x_<t) under the EMA teacher (or the
+        //    current model), the frozen reference's log-probs for the KL term, RPT's answer
+        //    reward.
         let score_start = Instant::now();
+        let mem = &cfg.memory;
+        let lp_temperature = cfg.loss.logprob_temperature.unwrap_or(cfg.thought.temperature);
+        let rows = thought_rows(&contexts, &thoughts);
+        let scores = score_thoughts(&self.policy, &rows, lp_temperature, mem);
+        let (bi, gi) = (b as i64, g as i64);
+        let s_pred = scores.s_pred.view([bi, gi]);
         let s_ema = match cfg.reward.baseline {
-            Baseline::Ema => no_think_scores(&self.ema_model()?.model, &contexts),
-            Baseline::Current => no_think_scores(&self.policy, &contexts),
-            Baseline::None => Tensor::zeros([b as i64], (Kind::Float, self.policy.device())),
+            Baseline::Ema => no_think_scores(&self.ema_model()?.model, &contexts, mem),
+            Baseline::Current => no_think_scores(&self.policy, &contexts, mem),
+            Baseline::None => Tensor::zeros([bi], (Kind::Float, self.policy.device())),
+        };
+        let ref_logp = match cfg.loss.kl_coef > 0.0 {
+            true => Some(action_logprobs(self.reference_model()?, &rows, lp_temperature, mem)),
+            false => None,
         };
         let answer_reward = match cfg.reward.kind {
             RewardKind::PrefixMatch | RewardKind::FirstToken | RewardKind::DenseProb => {
@@ -91,112 +103,92 @@ impl Trainer {
         };
         let t_score = score_start.elapsed().as_secs_f64();
 
-        // 4.–6. Per micro-batch of whole groups: one forward gives S_pred (detached) and the
-        //    actions' log-probs; rewards → advantages → loss → backward (gradients accumulate).
-        //    Each micro-batch's loss is its *sum* over loss units divided by the units of the
-        //    whole step on all ranks, so accumulation and data parallelism give exactly the
-        //    full batch's mean (`rlp_reward::aggregate`).
+        // 4. Rewards and advantages for the whole step: r = S_pred − S_ema (RLP Eq. 5;
+        //    Quiet-STaR's with the current model as baseline) or the answer's reward (RPT), and
+        //    the group-relative advantage over each context's G thoughts.
+        let reward = match answer_reward {
+            Some(r) => r,
+            None => gain_reward(&s_pred, Some(&s_ema), &cfg.reward),
+        };
+        let advantage = advantages(&reward, &cfg.advantage);
+
+        // 5. Learn: the policy loss Σ_u w_u ℓ_u over the actions (+ KL to the reference, + the
+        //    next-token loss on the contexts), back-propagated in micro-batches of rows of at
+        //    most memory.micro_batch_tokens. Every weight is divided by the step's units on all
+        //    ranks, so micro-batches and ranks add up to the full batch's mean.
         let update_start = Instant::now();
-        let mb = cfg.rollout.micro_batch;
-        let lp_temperature = cfg.loss.logprob_temperature.unwrap_or(cfg.thought.temperature);
-        let s_pred = Tensor::zeros([b as i64, g as i64], (Kind::Float, self.policy.device()));
-        let reward = Tensor::zeros_like(&s_pred);
-        let advantage = Tensor::zeros_like(&s_pred);
-        // Per thought, for the diagnostics: Σ of the policy's entropy over its actions, and
-        // whether the answer predicted after it (argmax) is the true next token.
-        let entropy_sum = Tensor::zeros_like(&s_pred);
-        let right = Tensor::zeros_like(&s_pred);
         let units = self.dist.reduce_f64(&self.loss_units(&contexts, &thoughts), ReduceOp::Sum, "the step's loss normalisers")?;
         let (policy_units, ntp_units) = (units[0].max(1.0), units[1].max(1.0));
-        let mut sums: BTreeMap<&str, f64> = BTreeMap::new();
-        let mut total_loss = 0.0;
-        let (mut grad_norm, mut t_sync) = (0.0, 0.0);
-        let lr = lr_at(&cfg.optim, self.step, cfg.train.max_steps);
         let l_max = cfg.thought.max_tokens as i64;
+        let mask = entropy_top_mask(&scores.entropy, &scores.mask, cfg.loss.entropy_top_ratio, bi);
+        let weight = (aggregate_weights(&mask, cfg.loss.aggregation, l_max) / policy_units).flatten(0, -1);
+        let old_logp = rows.old_logp.to_device(self.policy.device());
+        let adv_cells = advantage.reshape([-1, 1]).expand_as(&old_logp).flatten(0, -1);
+        let (old_cells, ref_cells) = (old_logp.flatten(0, -1), ref_logp.as_ref().map(|r| r.flatten(0, -1)));
+        let opts = mem.opts(lp_temperature);
+        let (ctx_rows, _) = no_think_rows(&contexts);
+        let ntp_at = next_token_positions(&ctx_rows);
+        let lr = lr_at(&cfg.optim, self.step, cfg.train.max_steps);
+        let mut m = BTreeMap::new();
+        let (mut grad_norm, mut t_sync, mut total_loss) = (0.0, 0.0, 0.0);
+        let mut clip_sum = 0.0;
         for pass in 0..cfg.loss.updates_per_batch {
             zero_grad(self.policy.weights());
-            for first in (0..b).step_by(mb) {
-                let ctx = &contexts[first..first + mb];
-                let rows = thought_rows(ctx, &thoughts[first..first + mb]);
-                let sc = score_thoughts(&self.policy, &rows, lp_temperature);
-                let range = first as i64..(first + mb) as i64;
-                if pass == 0 {
-                    let (mbi, gi) = (mb as i64, g as i64);
-                    entropy_sum.narrow(0, first as i64, mbi).copy_(&(&sc.entropy * &sc.mask).sum_dim_intlist(-1, false, Kind::Float).view([mbi, gi]));
-                    right.narrow(0, first as i64, mbi).copy_(&sc.right.view([mbi, gi]));
-                    let sp = sc.s_pred.view([mb as i64, g as i64]);
-                    s_pred.narrow(0, first as i64, mb as i64).copy_(&sp);
-                    // r = S_pred − S_ema (RLP Eq. 5; Quiet-STaR's reward with the current model
-                    // as baseline), or the answer's prefix-match reward (RPT).
-                    let r = match &answer_reward {
-                        Some(ar) => ar.narrow(0, first as i64, mb as i64).shallow_clone(),
-                        None => gain_reward(&sp, Some(&s_ema.narrow(0, first as i64, mb as i64)), &cfg.reward),
-                    };
-                    reward.narrow(0, first as i64, mb as i64).copy_(&r);
-                    advantage.narrow(0, first as i64, mb as i64).copy_(&advantages(&r, &cfg.advantage));
+            let logp = learn_rows(&self.policy, &rows.rows, &rows.action_at, &opts, mem.micro_batch_tokens, mem.activation_checkpointing, &mut |cells, lp| {
+                let w = weight.index_select(0, cells);
+                let (per_token, _) = policy_token_loss(lp, &old_cells.index_select(0, cells), &adv_cells.index_select(0, cells), &cfg.loss);
+                let mut loss = (per_token * &w).sum(Kind::Float) * cfg.loss.policy_coef;
+                if let Some(r) = &ref_cells {
+                    loss = loss + (kl_k3(lp, &r.index_select(0, cells)) * &w).sum(Kind::Float) * cfg.loss.kl_coef;
                 }
-                let adv = advantage.narrow(0, range.start, mb as i64).reshape([-1]);
-                let mask = entropy_top_mask(&sc.entropy, &sc.mask, cfg.loss.entropy_top_ratio);
-                let old = rows.old_logp.to_device(sc.logp.device());
-                let pl = policy_loss(&sc.logp, &old, &adv, &mask, &cfg.loss, l_max);
-                let mut loss = pl.sum / policy_units;
-                *sums.entry("loss/policy").or_default() += loss.double_value(&[]);
-                *sums.entry("loss/clip_frac").or_default() += pl.clip_fraction;
-                if pass + 1 == cfg.loss.updates_per_batch {
-                    // Before the last update: KL(π_θ ‖ π_old) and the ratio say how far the
-                    // teacher-forced policy is from the one that sampled (on the first update:
-                    // a sampler / scorer mismatch; on later ones, also the updates so far).
-                    *sums.entry("policy/kl_old").or_default() += pl.kl_old;
-                    *sums.entry("policy/ratio_mean").or_default() += pl.ratio_mean;
-                    let r_max = sums.entry("policy/ratio_max").or_insert(0.0);
-                    *r_max = r_max.max(pl.ratio_max);
-                }
-                if cfg.loss.kl_coef > 0.0 {
-                    let reference = self.reference_model()?;
-                    let ref_logp = {
-                        let _g = tch::no_grad_guard();
-                        score_tokens(reference, &rows.rows, &rows.action_at, lp_temperature, false).logp
-                    };
-                    let kl = aggregate_sum(&kl_k3(&sc.logp, &ref_logp), &mask, cfg.loss.aggregation, l_max) / policy_units;
-                    *sums.entry("loss/kl").or_default() += kl.double_value(&[]);
-                    loss = loss + kl * cfg.loss.kl_coef;
-                }
-                if cfg.loss.nll_coef > 0.0 {
-                    let (nll_sum, _) = next_token_nll_sum(&self.policy, &no_think_rows(ctx).0);
-                    let nll = nll_sum / ntp_units;
-                    *sums.entry("loss/ntp").or_default() += nll.double_value(&[]);
-                    loss = loss + nll * cfg.loss.nll_coef;
-                }
-                let value = loss.double_value(&[]);
-                if !value.is_finite() {
-                    bail!("loss is {value} at step {} (rank {}, micro-batch at context {first}); stopping before the update", self.step, self.rank);
-                }
-                if pass == 0 {
-                    total_loss += value;
-                }
-                loss.backward();
+                loss
+            });
+            // The values of what was just back-propagated, from the detached log-probs.
+            let pl = policy_loss(&logp, &old_logp, &advantage.reshape([-1]), &mask, &cfg.loss, l_max);
+            // Each term as logged (KL and next-token loss without their coefficients), and its
+            // coefficient in the total.
+            let mut terms = vec![("loss/policy", pl.sum / policy_units, 1.0)];
+            if let Some(r) = &ref_logp {
+                terms.push(("loss/kl", aggregate_sum(&kl_k3(&logp, r), &mask, cfg.loss.aggregation, l_max) / policy_units, cfg.loss.kl_coef));
+            }
+            if cfg.loss.nll_coef > 0.0 {
+                let scale = cfg.loss.nll_coef / ntp_units;
+                let lp = learn_rows(&self.policy, &ctx_rows, &ntp_at, &mem.opts(1.0), mem.micro_batch_tokens, mem.activation_checkpointing, &mut |_, lp| lp.sum(Kind::Float) * -scale);
+                terms.push(("loss/ntp", -lp.sum(Kind::Float) / ntp_units, cfg.loss.nll_coef));
+            }
+            // One host read for the step's loss values.
+            let values = Vec::<f64>::try_from(Tensor::stack(&terms.iter().map(|(_, t, _)| t.to_kind(Kind::Double)).collect::<Vec<_>>(), 0).to_device(tch::Device::Cpu))?;
+            let value: f64 = terms.iter().zip(&values).map(|((_, _, c), v)| c * v).sum();
+            if !value.is_finite() {
+                bail!("loss is {value} at step {} (rank {}, update {pass}); stopping before the update", self.step, self.rank);
+            }
+            for ((k, _, _), v) in terms.iter().zip(&values) {
+                *m.entry(k.to_string()).or_insert(0.0) += v / cfg.loss.updates_per_batch as f64;
+            }
+            if pass == 0 {
+                total_loss = value;
+            }
+            clip_sum += pl.clip_fraction;
+            if pass + 1 == cfg.loss.updates_per_batch {
+                // Before the last update: KL(π_θ ‖ π_old) and the ratio say how far the
+                // teacher-forced policy is from the one that sampled (on the first update: a
+                // sampler / scorer mismatch; on later ones, also the updates so far).
+                m.insert("policy/kl_old".into(), pl.kl_old);
+                m.insert("policy/ratio_mean".into(), pl.ratio_mean);
+                m.insert("policy/ratio_max".into(), pl.ratio_max);
             }
             let (norm, sync) = self.optimizer_step(lr)?;
             (grad_norm, t_sync) = (norm, t_sync + sync);
         }
+        m.insert("loss/clip_frac".into(), clip_sum / cfg.loss.updates_per_batch as f64);
         let t_update = update_start.elapsed().as_secs_f64();
+        let entropy_sum = (&scores.entropy * &scores.mask).sum_dim_intlist(-1, false, Kind::Float).view([bi, gi]);
+        let right = scores.right.view([bi, gi]);
 
         // Metrics, over the whole step on all ranks. The loss terms are this rank's share of the
-        // global mean (summed across ranks below); the clip fraction is a mean per micro-batch.
-        let updates = cfg.loss.updates_per_batch as f64;
-        let micro_batches = (b / mb) as f64;
-        for (k, v) in sums {
-            let per = match k {
-                "loss/clip_frac" => updates * micro_batches,
-                "policy/kl_old" | "policy/ratio_mean" => micro_batches,
-                "policy/ratio_max" => 1.0,
-                _ => updates,
-            };
-            m.insert(k.to_string(), v / per);
-        }
+        // global mean (summed across ranks below).
         let lengths: Vec<f64> = thoughts.iter().flatten().map(|t| t.inner().len() as f64).collect();
         let closed = thoughts.iter().flatten().filter(|t| t.closed).count() as f64 / lengths.len() as f64;
-        let (gi, bi) = (g as i64, b as i64);
         let length = Tensor::from_slice(&lengths.iter().map(|&l| l as f32).collect::<Vec<_>>()).view([bi, gi]).to_device(s_pred.device());
         let actions: Vec<f32> = thoughts.iter().flatten().map(|t| t.actions.len() as f32).collect();
         let actions = Tensor::from_slice(&actions).view([bi, gi]).to_device(s_pred.device());
@@ -257,23 +249,16 @@ impl Trainer {
     /// a mean over every predicted token of the step on all ranks.
     fn next_token_step(&mut self, contexts: Vec<Context>, start: Instant) -> Result<StepOutput> {
         let lr = lr_at(&self.cfg.optim, self.step, self.cfg.train.max_steps);
+        let mem = &self.cfg.memory;
         zero_grad(self.policy.weights());
         let (rows, _) = no_think_rows(&contexts);
-        let local_tokens: usize = rows.iter().map(|r| r.len().saturating_sub(1)).sum();
-        let global_tokens = self.dist.reduce_f64(&[local_tokens as f64], ReduceOp::Sum, "the step's token count")?[0].max(1.0);
-        let mb = self.cfg.rollout.micro_batch;
-        let mut total = 0.0;
-        let mut tokens = 0;
-        for chunk in rows.chunks(mb) {
-            let (nll_sum, count) = next_token_nll_sum(&self.policy, chunk);
-            let loss = nll_sum / global_tokens;
-            let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                bail!("next-token loss is {value} at step {} (rank {}); stopping before the update", self.step, self.rank);
-            }
-            total += value;
-            tokens += count;
-            loss.backward();
+        let at = next_token_positions(&rows);
+        let tokens: usize = at.iter().map(Vec::len).sum();
+        let global_tokens = self.dist.reduce_f64(&[tokens as f64], ReduceOp::Sum, "the step's token count")?[0].max(1.0);
+        let logp = learn_rows(&self.policy, &rows, &at, &mem.opts(1.0), mem.micro_batch_tokens, mem.activation_checkpointing, &mut |_, lp| lp.sum(Kind::Float) / -global_tokens);
+        let total = -logp.sum(Kind::Double).double_value(&[]) / global_tokens;
+        if !total.is_finite() {
+            bail!("next-token loss is {total} at step {} (rank {}); stopping before the update", self.step, self.rank);
         }
         let (grad_norm, t_sync) = self.optimizer_step(lr)?;
         let mut m = BTreeMap::new();
@@ -325,16 +310,15 @@ impl Trainer {
 impl Trainer {
     /// This rank's loss normalisers `[policy, next-token]` before the sum across ranks: the
     /// policy loss's units under `loss.aggregation` (tokens or sequences, per micro-batch after
-    /// the top-entropy selection), and the next-token term's predicted tokens.
+    /// the top-entropy selection, per group), and the next-token term's predicted tokens.
     fn loss_units(&self, contexts: &[Context], thoughts: &[Vec<Thought>]) -> Vec<f64> {
         let cfg = &self.cfg;
-        let mb = cfg.rollout.micro_batch;
         let mut policy = 0.0;
-        for group in thoughts.chunks(mb) {
-            let mut tokens: Vec<usize> = group.iter().flatten().map(|t| t.actions.len()).collect();
+        for group in thoughts {
+            let mut tokens: Vec<usize> = group.iter().map(|t| t.actions.len()).collect();
             if cfg.loss.entropy_top_ratio < 1.0 {
-                // The mask keeps a fixed count per micro-batch; sequence modes count sequences
-                // that have actions at all (which of their tokens survive does not change that).
+                // The mask keeps a fixed count per group; sequence modes count sequences that
+                // have actions at all (which of their tokens survive does not change that).
                 let kept = entropy_keep(tokens.iter().sum(), cfg.loss.entropy_top_ratio);
                 if cfg.loss.aggregation == rlp_reward::Aggregation::TokenMean {
                     tokens = vec![kept];

@@ -154,7 +154,7 @@ impl Trainer {
         }
         // One global stream of contexts that every rank reads; rank r keeps its slice of each
         // step's batch, so the batch does not depend on the number of ranks.
-        let contexts = ContextSource::new(dataset, &cfg.positions, cfg.data.max_context, cfg.reward.n_true, cfg.data.seed, 0, 1, state.cursor)?;
+        let contexts = ContextSource::new(dataset, &cfg.positions, cfg.data.max_context, cfg.reward.n_true, cfg.data.seed, cfg.memory.logit_chunk_tokens, state.cursor)?;
 
         let eval_data = match &cfg.eval.data {
             Some(dir) => Some(Dataset::open(dir, Split::Train).with_context(|| format!("cannot open eval.data {}", dir.display()))?),
