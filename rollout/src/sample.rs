@@ -76,15 +76,16 @@ pub fn uniform_noise(keys: &Tensor, step: usize, vocab: i64) -> Tensor {
 /// The log-prob is that of the sampling distribution the policy defines, `log_softmax(logits / T)`,
 /// before top-k / top-p truncation (which are search heuristics, not part of the policy); for
 /// greedy decoding it is the model's own `log_softmax(logits)`.
-/// Fails (instead of sampling garbage) when a distribution is not finite, e.g. NaN weights.
-pub fn sample(logits: &Tensor, p: &SamplingParams, keys: &Tensor, step: usize) -> anyhow::Result<(Tensor, Tensor)> {
+/// Also returns whether every logit was finite, as a device scalar, so that the decode loop
+/// can check it with its periodic host read instead of a blocking read per token (garbage
+/// tokens drawn from NaN logits are discarded with the error).
+pub fn sample(logits: &Tensor, p: &SamplingParams, keys: &Tensor, step: usize) -> (Tensor, Tensor, Tensor) {
     let logits = logits.to_kind(Kind::Float);
-    let finite = logits.isfinite().all().int64_value(&[]) != 0;
-    anyhow::ensure!(finite, "the model's next-token logits are not finite (NaN or inf weights?)");
+    let finite = logits.isfinite().all();
     if p.temperature == 0.0 {
         let tokens = logits.argmax(-1, false);
         let logprobs = logits.log_softmax(-1, Kind::Float).gather(-1, &tokens.unsqueeze(-1), false).squeeze_dim(-1);
-        return Ok((tokens, logprobs));
+        return (tokens, logprobs, finite);
     }
     let scaled = logits / p.temperature;
     let logp = scaled.log_softmax(-1, Kind::Float);
@@ -108,7 +109,7 @@ pub fn sample(logits: &Tensor, p: &SamplingParams, keys: &Tensor, step: usize) -
     let gumbel = -(-uniform_noise(keys, step, vocab).log()).log();
     let tokens = (filtered + gumbel).argmax(-1, false);
     let logprobs = logp.gather(-1, &tokens.unsqueeze(-1), false).squeeze_dim(-1);
-    Ok((tokens, logprobs))
+    (tokens, logprobs, finite)
 }
 
 #[cfg(test)]
@@ -123,14 +124,14 @@ mod tests {
     fn a_rows_draw_does_not_depend_on_its_batch() {
         let logits = Tensor::randn([6, 50], (Kind::Float, Device::Cpu));
         let all = params(3, 10);
-        let (batch, _) = sample(&logits, &all, &row_keys(&all, 6, Device::Cpu), 4).unwrap();
+        let (batch, _, _) = sample(&logits, &all, &row_keys(&all, 6, Device::Cpu), 4);
         // Rows 2..5 of that batch, sampled as a batch of their own starting at global row 12.
         let part = params(3, 12);
-        let (alone, _) = sample(&logits.narrow(0, 2, 3), &part, &row_keys(&part, 3, Device::Cpu), 4).unwrap();
+        let (alone, _, _) = sample(&logits.narrow(0, 2, 3), &part, &row_keys(&part, 3, Device::Cpu), 4);
         assert_eq!(Vec::<i64>::try_from(batch.narrow(0, 2, 3)).unwrap(), Vec::<i64>::try_from(alone).unwrap());
         // Another step, seed or row gives other draws.
-        let (next, _) = sample(&logits, &all, &row_keys(&all, 6, Device::Cpu), 5).unwrap();
-        let (other, _) = sample(&logits, &params(4, 10), &row_keys(&params(4, 10), 6, Device::Cpu), 4).unwrap();
+        let (next, _, _) = sample(&logits, &all, &row_keys(&all, 6, Device::Cpu), 5);
+        let (other, _, _) = sample(&logits, &params(4, 10), &row_keys(&params(4, 10), 6, Device::Cpu), 4);
         assert_ne!(Vec::<i64>::try_from(&batch).unwrap(), Vec::<i64>::try_from(next).unwrap());
         assert_ne!(Vec::<i64>::try_from(&batch).unwrap(), Vec::<i64>::try_from(other).unwrap());
     }
@@ -145,7 +146,7 @@ mod tests {
         let p = SamplingParams { temperature: 0.5, ..params(11, 0) };
         let mut counts = [0f64; 4];
         for step in 0..2 {
-            let (tokens, _) = sample(&logits, &p, &row_keys(&p, rows as usize, Device::Cpu), step).unwrap();
+            let (tokens, _, _) = sample(&logits, &p, &row_keys(&p, rows as usize, Device::Cpu), step);
             for t in Vec::<i64>::try_from(tokens).unwrap() {
                 counts[t as usize] += 1.0;
             }
@@ -170,7 +171,7 @@ mod tests {
         let p = params(99, 7);
         let mut counts = vec![0f64; vocab as usize];
         for step in 0..10 {
-            let (tokens, _) = sample(&logits, &p, &row_keys(&p, rows, Device::Cpu), step).unwrap();
+            let (tokens, _, _) = sample(&logits, &p, &row_keys(&p, rows, Device::Cpu), step);
             for t in Vec::<i64>::try_from(tokens).unwrap() {
                 counts[t as usize] += 1.0;
             }
@@ -198,7 +199,7 @@ mod tests {
     fn top_k_is_respected() {
         let logits = Tensor::from_slice(&[5.0f32, 4.0, 0.0, -1.0]).unsqueeze(0).repeat([2000, 1]);
         let p = SamplingParams { top_k: 2, ..params(1, 0) };
-        let (tokens, _) = sample(&logits, &p, &row_keys(&p, 2000, Device::Cpu), 0).unwrap();
+        let (tokens, _, _) = sample(&logits, &p, &row_keys(&p, 2000, Device::Cpu), 0);
         assert!(Vec::<i64>::try_from(tokens).unwrap().iter().all(|&t| t < 2));
     }
 }

@@ -4,7 +4,7 @@
 //! own position ids. [`prefill`] runs the prompts once and returns a [`Decoder`] holding the cache
 //! and the next-token logits; [`Decoder::repeat_rows`] shares one prefilled prompt across several
 //! continuations; [`Decoder::run`] samples until every row stops.
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rlp_model::{CausalLm, KvCache, PaddedBatch, Padding};
 use tch::{Device, Kind, Tensor};
 
@@ -92,6 +92,10 @@ impl Decoder<'_> {
     }
 
     /// Samples until every row has stopped; row `r` draws from stream `(p.seed, p.first_row + r)`.
+    ///
+    /// Tokens stay on the device for [`SYNC_EVERY`] steps; then one host read checks stops,
+    /// limits and finiteness, and the rows that finished leave the batch (their cache rows are
+    /// dropped), so the batch shrinks as thoughts close instead of decoding padding.
     pub fn run(mut self, p: &SamplingParams) -> Result<Vec<Generation>> {
         p.validate()?;
         let lm = self.lm;
@@ -100,44 +104,87 @@ impl Decoder<'_> {
             self.prompt_lens.iter().map(|_| Generation { tokens: Vec::new(), logprobs: Vec::new(), finish: Finish::Length }).collect();
         // A row may not run past the model's positions even if max_new_tokens allows it.
         let limits: Vec<usize> = self.prompt_lens.iter().map(|&l| p.max_new_tokens.min((max_pos - l).max(0) as usize)).collect();
-        let mut live: Vec<bool> = limits.iter().map(|&l| l > 0).collect();
         let _guard = tch::no_grad_guard();
         let device = lm.device();
-        let rows = out.len() as i64;
-        let keys = crate::sample::row_keys(p, out.len(), device);
+        let mut keys = crate::sample::row_keys(p, out.len(), device);
+        // `rows[i]`: the output row of batch row i.
+        let mut rows: Vec<usize> = (0..out.len()).collect();
+        let mut live: Vec<bool> = limits.iter().map(|&l| l > 0).collect();
         let max_new = limits.iter().copied().max().unwrap_or(0);
-        for step in 0..max_new {
-            let (tokens, logprobs) = sample(&self.logits, p, &keys, step).with_context(|| format!("sampling token {step}"))?;
-            let tok_host: Vec<i64> = Vec::try_from(tokens.to_device(Device::Cpu))?;
-            let lp_host: Vec<f32> = Vec::try_from(logprobs.to_device(Device::Cpu))?;
-            for (r, g) in out.iter_mut().enumerate() {
-                if !live[r] {
-                    continue;
+        let mut window: Vec<(Tensor, Tensor)> = Vec::new();
+        let mut finite = Tensor::from(true).to_device(device);
+        let mut step = 0;
+        while step < max_new {
+            let (mut tokens, logprobs, ok) = sample(&self.logits, p, &keys, step);
+            finite = finite.logical_and(&ok);
+            window.push((tokens.shallow_clone(), logprobs));
+            step += 1;
+            if window.len() == SYNC_EVERY || step == max_new {
+                let first = step - window.len();
+                self.read_window(&mut window, first, &finite, &rows, &mut out, &mut live, &limits, p)?;
+                let keep: Vec<i64> = (0..rows.len()).filter(|&i| live[rows[i]]).map(|i| i as i64).collect();
+                if keep.is_empty() {
+                    break;
                 }
-                g.tokens.push(tok_host[r]);
-                g.logprobs.push(lp_host[r]);
-                if p.stop_ids.contains(&tok_host[r]) {
-                    g.finish = Finish::Stop;
-                    live[r] = false;
-                } else if step + 1 >= limits[r] {
-                    live[r] = false;
+                if keep.len() < rows.len() {
+                    let index = Tensor::from_slice(&keep).to_device(device);
+                    self.cache.select_rows(&index);
+                    self.key_valid = self.key_valid.as_ref().map(|k| k.index_select(0, &index));
+                    self.positions = self.positions.index_select(0, &index);
+                    keys = keys.index_select(0, &index);
+                    tokens = tokens.index_select(0, &index);
+                    rows = keep.iter().map(|&i| rows[i as usize]).collect();
                 }
             }
-            if !live.iter().any(|&l| l) {
+            if step == max_new {
                 break;
             }
-            // Finished rows keep decoding (their outputs are ignored) so the batch stays rectangular.
-            // Clamped: a row stopped by the position limit must not index past the position table.
+            // Rows that finished inside the window keep decoding until its end (their tokens are
+            // ignored). Clamped: a row stopped by the position limit must not index past the
+            // position table.
             self.positions = (&self.positions + 1).clamp_max(max_pos - 1);
             if let Some(kv) = &self.key_valid {
-                self.key_valid = Some(Tensor::cat(&[kv, &Tensor::ones([rows, 1], (Kind::Bool, device))], 1));
+                self.key_valid = Some(Tensor::cat(&[kv, &Tensor::ones([rows.len() as i64, 1], (Kind::Bool, device))], 1));
             }
             let hidden = lm.forward(&tokens.unsqueeze(1), &self.positions, self.key_valid.as_ref(), Some(&mut self.cache));
             self.logits = lm.logits(&hidden).squeeze_dim(1);
         }
         Ok(out)
     }
+
+    /// One host read of the window's `[rows, w]` tokens and log-probs: appends each live row's
+    /// tokens up to its stop or limit.
+    #[allow(clippy::too_many_arguments)]
+    fn read_window(&self, window: &mut Vec<(Tensor, Tensor)>, first: usize, finite: &Tensor, rows: &[usize], out: &mut [Generation], live: &mut [bool], limits: &[usize], p: &SamplingParams) -> Result<()> {
+        if !bool::try_from(finite.to_device(Device::Cpu))? {
+            bail!("sampling token {}: the model's next-token logits are not finite (NaN or inf weights?)", first + window.len() - 1);
+        }
+        let w = window.len();
+        let (toks, lps): (Vec<Tensor>, Vec<Tensor>) = window.drain(..).unzip();
+        let tok_host: Vec<i64> = Vec::try_from(Tensor::stack(&toks, 1).to_device(Device::Cpu).flatten(0, -1))?;
+        let lp_host: Vec<f32> = Vec::try_from(Tensor::stack(&lps, 1).to_device(Device::Cpu).flatten(0, -1))?;
+        for (i, &r) in rows.iter().enumerate() {
+            for j in 0..w {
+                if !live[r] {
+                    break;
+                }
+                let (tok, g) = (tok_host[i * w + j], &mut out[r]);
+                g.tokens.push(tok);
+                g.logprobs.push(lp_host[i * w + j]);
+                if p.stop_ids.contains(&tok) {
+                    g.finish = Finish::Stop;
+                    live[r] = false;
+                } else if first + j + 1 >= limits[r] {
+                    live[r] = false;
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Decode steps between host reads of the sampled tokens.
+const SYNC_EVERY: usize = 16;
 
 /// Samples a continuation of every prompt.
 pub fn generate(lm: &CausalLm, prompts: &[Vec<i64>], p: &SamplingParams) -> Result<Vec<Generation>> {

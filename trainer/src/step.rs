@@ -68,8 +68,19 @@ impl Trainer {
             seed: step_seed(cfg.train.seed, self.step, PHASE_THOUGHTS),
             first_row: (self.rank * b * g) as u64,
         };
+        //    In chunks of at most memory.rollout_rows rows (whole contexts; their KV caches are
+        //    the rollout's memory); each row's draws are keyed by its global index, so chunking
+        //    does not change a thought.
         let ids: Vec<Vec<i64>> = contexts.iter().map(|c| c.ids.clone()).collect();
-        let mut thoughts = sample_thoughts(&self.policy, &ids, self.delims, g, &sampling)?;
+        let per_chunk = match cfg.memory.rollout_rows {
+            0 => b,
+            rows => (rows / g).max(1),
+        };
+        let mut thoughts = Vec::with_capacity(b);
+        for (i, chunk) in ids.chunks(per_chunk).enumerate() {
+            let first_row = sampling.first_row + (i * per_chunk * g) as u64;
+            thoughts.extend(sample_thoughts(&self.policy, chunk, self.delims, g, &SamplingParams { first_row, ..sampling.clone() })?);
+        }
         if cfg.thought.answer_tokens > 0 {
             self.sample_answers(&contexts, &mut thoughts, &sampling)?;
         }
