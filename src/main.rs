@@ -27,6 +27,8 @@ enum Command {
     Init(cli::init::InitArgs),
     /// Continue-pretrain a model with a reinforcement-pretraining objective from a TOML config.
     Train(cli::train::TrainArgs),
+    /// Per-rank memory of a training config on a model, and whether it fits (no weights loaded).
+    Plan(cli::plan::PlanArgs),
     /// Run a grid of training runs (variants × seeds) from an ablation file and report on them.
     Ablate(cli::ablate::AblateArgs),
 }
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Data(c) => cli::data::run(c),
         Command::Train(a) => cli::train::run(a),
         Command::Ablate(a) => cli::ablate::run(a),
+        Command::Plan(a) => cli::plan::run(a),
         Command::Init(a) => cli::init::run(a),
     };
     match result {

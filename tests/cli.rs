@@ -196,3 +196,28 @@ fn generation_stops_at_the_position_limit() {
     let finish = v["finish_reason"].as_str().unwrap();
     assert!((n == 8 && finish == "length") || (n < 8 && finish == "stop"), "{n} tokens, finish {finish}");
 }
+
+/// `rlp plan` on the paper's model shape from its config.json alone: the weights term is
+/// 2 bytes × the parameter count in bf16, the verdict follows the budget, and bad input is one
+/// line.
+#[test]
+fn plan_says_whether_a_config_fits() {
+    let args = |mem: &str| -> Vec<String> {
+        ["plan", "--config", "configs/rlp-qwen3-1.7b.toml", "--model", "configs/models/qwen3-1.7b", "--gpus", "8", "--gpu-mem", mem].iter().map(|s| s.to_string()).collect()
+    };
+    let run = |a: &[String]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rlp")).current_dir(root()).args(a).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (ok80, text, err) = run(&args("80GB"));
+    assert!(ok80, "{err}");
+    // Qwen3-1.7B: 1,720,574,976 parameters (tied embeddings) → 3.44 GB of bf16 weights.
+    assert!(text.contains("1.72 B parameters") && text.contains("weights") && text.contains("3.44 GB"), "{text}");
+    assert!(text.contains("fits in 80 GB") && !text.contains("NOT"), "{text}");
+    let (_, text, _) = run(&args("40GB"));
+    assert!(text.contains("does NOT fit in 40 GB"), "{text}");
+    let (ok, _, err) = run(&["plan".into(), "--config".into(), "configs/rlp-qwen3-1.7b.toml".into(), "--model".into(), "/no/such/model".into()]);
+    assert!(!ok && err.contains("/no/such/model") && err.lines().count() == 1, "{err}");
+    let (ok, _, err) = run(&args("eighty"));
+    assert!(!ok && err.contains("--gpu-mem `eighty`"), "{err}");
+}

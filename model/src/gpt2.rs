@@ -54,7 +54,7 @@ impl Gpt2Config {
         Ok(())
     }
 
-    fn inner(&self) -> i64 {
+    pub fn inner(&self) -> i64 {
         self.n_inner.unwrap_or(4 * self.n_embd)
     }
 

@@ -24,6 +24,6 @@ pub use batch::{learn_rows, row_chunks, score_rows, token_logprobs, PaddedBatch,
 pub use logprob::{entropy, LogProbOpts};
 pub use cache::KvCache;
 pub use config::ModelConfig;
-pub use lm::{CausalLm, TrainPass};
+pub use lm::{CausalLm, ModelShape, TrainPass};
 pub use tokenizer::Tokenizer;
 pub use weights::{parse_device, parse_kind};

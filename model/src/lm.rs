@@ -67,6 +67,36 @@ fn tensor_specs(config: &ModelConfig) -> Result<(Vec<TensorSpec>, Box<dyn Fn(&st
     })
 }
 
+/// The sizes that decide a model's memory: `rlp plan`'s input.
+#[derive(Debug, Clone)]
+pub struct ModelShape {
+    pub parameters: i64,
+    pub vocab: i64,
+    pub hidden: i64,
+    pub layers: i64,
+    pub heads: i64,
+    pub kv_heads: i64,
+    pub head_dim: i64,
+    pub intermediate: i64,
+}
+
+impl ModelShape {
+    pub fn of(config: &ModelConfig) -> Result<ModelShape> {
+        let (specs, _) = tensor_specs(config)?;
+        let parameters = specs.iter().map(|s| s.shape.iter().product::<i64>()).sum();
+        Ok(match &config.arch {
+            ArchConfig::Gpt2(c) => {
+                let hd = c.n_embd / c.n_head.max(1);
+                ModelShape { parameters, vocab: c.vocab_size, hidden: c.n_embd, layers: c.n_layer, heads: c.n_head, kv_heads: c.n_head, head_dim: hd, intermediate: c.inner() }
+            }
+            _ => {
+                let s = decoder_spec(config)?;
+                ModelShape { parameters, vocab: s.vocab_size, hidden: s.hidden_size, layers: s.num_layers, heads: s.num_heads, kv_heads: s.num_kv_heads, head_dim: s.head_dim, intermediate: s.intermediate_size }
+            }
+        })
+    }
+}
+
 fn decoder_spec(config: &ModelConfig) -> Result<crate::decoder::DecoderSpec> {
     match &config.arch {
         ArchConfig::Qwen3(c) => c.spec(),

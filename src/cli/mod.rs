@@ -5,6 +5,7 @@ pub mod eval;
 pub mod generate;
 pub mod init;
 pub mod input;
+pub mod plan;
 pub mod score;
 pub mod train;
 

@@ -11,6 +11,7 @@ pub mod dump;
 pub mod ema;
 pub mod eval;
 pub mod logging;
+pub mod plan;
 pub mod positions;
 pub mod presets;
 pub mod rewards;
