@@ -135,7 +135,10 @@ pub fn plan(cfg: &TrainConfig, shape: &ModelShape, world: usize) -> Result<Plan>
     } else {
         update.push((format!("activations ({tokens} tokens × {layers} layers)"), tokens * layers * per_token_layer + layers * attention));
     }
-    let chunk = rlp_model::LogProbOpts::new(1.0).chunked(cfg.memory.logit_chunk_tokens).chunk_len(shape.vocab) as f64;
+    // A chunk holds at most the positions one micro-batch scores: its rows' thought tokens (every
+    // token for the next-token objective).
+    let positions = if thoughts { rows_per_mb * thought } else { tokens };
+    let chunk = (rlp_model::LogProbOpts::new(1.0).chunked(cfg.memory.logit_chunk_tokens).chunk_len(shape.vocab) as f64).min(positions);
     // float32 logits, the softmax backward recomputes, their gradient; below float32 also the
     // compute-dtype logits and gradient.
     let lower = if c < 4.0 { 2.0 * c } else { 0.0 };
