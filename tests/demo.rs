@@ -2,7 +2,7 @@
 //! same pretraining, then RLP on plain statements for one seed instead of three. Thinking must be
 //! learned in pretraining (held-out answer accuracy with a greedy thought far above without), and
 //! RLP must raise the with-thought accuracy above the pretrained base's by a margin, as the
-//! README's table claims (there: +9.3 points over 3 seeds, spread 1.0 point).
+//! README's table claims (there: +7.7 points over 3 seeds, spread 0.7 point).
 mod common;
 
 use std::path::Path;
@@ -45,7 +45,7 @@ fn shortened_demo_learns_to_think_and_rlp_improves_it() {
     assert!(acc(last, "eval/acc_think") > acc(last, "eval/acc_no_think") + 0.15, "thinking should help: {last}");
 
     // b. RLP on plain statements (the demo's `rlp` arm, seed 0): thinking gets better. Measured:
-    // 0.594 -> 0.680 here, 0.687 ± 0.010 over seeds 0-2; the margin leaves room for another
+    // 0.691 -> 0.771 in the demo's run of commit 2d9a4e5, 0.768 ± 0.007 over seeds 0-2; the margin leaves room for another
     // machine's floating point to take a different sampling path.
     let model = pre.join("checkpoints/step-00000800/model");
     let rl = dir.join("rlp");
