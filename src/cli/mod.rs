@@ -40,6 +40,25 @@ impl ModelArgs {
     }
 }
 
+/// The experiment config and its overrides, as `rlp train` and `rlp plan` take them.
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Experiment config (TOML); may start from a preset with `preset = "rlp"`.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a config key, e.g. `--set loss.eps_high=0.28` (repeatable; applied in order).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// The resolved config: the file, then `--set`s, then `extra` overrides (from other flags).
+    pub fn load(&self, extra: &[String]) -> Result<rlp_trainer::TrainConfig> {
+        let sets: Vec<String> = self.sets.iter().chain(extra).cloned().collect();
+        rlp_trainer::TrainConfig::load(&self.config, &sets)
+    }
+}
+
 /// A progress bar on stderr (drawn only when stderr is a terminal).
 pub fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);

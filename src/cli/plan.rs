@@ -6,16 +6,13 @@ use anyhow::{Context, Result};
 use clap::Args;
 use rlp_model::{ModelConfig, ModelShape};
 use rlp_trainer::plan::{parse_bytes, plan};
-use rlp_trainer::TrainConfig;
+
+use super::ConfigArgs;
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {
-    /// Experiment config (TOML), as for `rlp train`.
-    #[arg(long)]
-    pub config: PathBuf,
-    /// Override a config key (repeatable), as for `rlp train`.
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    pub sets: Vec<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
     /// Model directory or its config.json (overrides model.path).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -29,14 +26,14 @@ pub struct PlanArgs {
 
 pub fn run(a: PlanArgs) -> Result<()> {
     anyhow::ensure!(a.gpus >= 1, "--gpus must be at least 1");
-    let cfg = TrainConfig::load(&a.config, &a.sets)?;
+    let cfg = a.config.load(&[])?;
     let model = a.model.clone().or_else(|| cfg.model.path.clone()).context("no model: pass --model (a directory or its config.json) or set model.path")?;
     let file = if model.is_dir() { model.join("config.json") } else { model.clone() };
     let shape = ModelShape::of(&ModelConfig::from_file(&file)?)?;
     let budget = a.gpu_mem.as_deref().map(parse_bytes).transpose()?;
     println!(
         "{} on {} ({:.2} B parameters, V = {}, {} layers, hidden {}), {} {}",
-        a.config.display(),
+        a.config.config.display(),
         file.display(),
         shape.parameters as f64 / 1e9,
         shape.vocab,

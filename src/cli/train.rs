@@ -3,16 +3,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use rlp_trainer::{RunOptions, TrainConfig, Trainer};
+use rlp_trainer::{RunOptions, Trainer};
+
+use super::ConfigArgs;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Experiment config (TOML); may start from a preset with `preset = "rlp"`.
-    #[arg(long)]
-    pub config: PathBuf,
-    /// Override a config key, e.g. `--set loss.eps_high=0.28` (repeatable; applied in order).
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    pub sets: Vec<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
     /// Model directory (overrides model.path).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -37,7 +35,7 @@ fn toml_string(p: &std::path::Path) -> String {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    let mut sets = a.sets.clone();
+    let mut sets = Vec::new();
     if let Some(m) = &a.model {
         sets.push(format!("model.path={}", toml_string(m)));
     }
@@ -47,9 +45,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if let Some(n) = a.max_steps {
         sets.push(format!("train.max_steps={n}"));
     }
-    let cfg = TrainConfig::load(&a.config, &sets)?;
+    let cfg = a.config.load(&sets)?;
     let run_dir = a.run_dir.clone().or_else(|| cfg.train.run_dir.clone()).unwrap_or_else(|| {
-        let name = a.config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "run".into());
+        let name = a.config.config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "run".into());
         PathBuf::from("runs").join(name)
     });
     let mut trainer = Trainer::new(cfg, &run_dir, a.resume).with_context(|| format!("cannot start the run in {}", run_dir.display()))?;
