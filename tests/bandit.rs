@@ -151,7 +151,7 @@ fn thought_table(model: &Path) -> Vec<(f64, f64)> {
     let rows: Vec<Vec<i64>> = (0..lm.vocab_size()).map(|c| prompt.iter().copied().chain(thought(c)).chain([answer]).collect()).collect();
     let at: Vec<Vec<usize>> = rows.iter().map(|r| vec![prompt.len(), r.len() - 1]).collect();
     let _g = tch::no_grad_guard();
-    let s = rlp_model::score_rows(&lm, &rows, &[rlp_model::Positions { at: &at, opts: rlp_model::LogProbOpts::new(1.0) }], 1 << 16).remove(0);
+    let s = rlp_model::score_rows(&lm, &rlp_model::Rows::new(&rows), &[rlp_model::Positions { at: &at, opts: rlp_model::LogProbOpts::new(1.0) }], 1 << 16).remove(0);
     let lp = Vec::<f64>::try_from(s.logp.to_kind(Kind::Double).flatten(0, -1)).unwrap();
     lp.chunks(2).map(|c| (c[0], c[1].exp())).collect()
 }

@@ -371,12 +371,17 @@ fn chunked_learn_gradient_equals_full_autograd() {
     let reference = grads(&lm);
     let norm: f64 = reference.iter().map(|g| g.abs().max().double_value(&[])).fold(0.0, f64::max);
     assert!(norm > 1e-3, "the reference gradient should not vanish ({norm})");
-    for (chunk, micro_tokens, checkpoint) in [(1, 1, false), (3, 12, true), (0, 1 << 20, false), (2, 1 << 20, true), (0, 1, true)] {
+    // Micro-batches of 12 tokens split a group (its context then runs in each pass); 1 token puts
+    // every row in its own pass.
+    for (chunk, micro_tokens, checkpoint, shared) in
+        [(1, 1, false, false), (3, 12, true, false), (0, 1 << 20, false, false), (2, 1 << 20, true, false), (0, 1, true, false), (0, 1 << 20, false, true), (2, 1 << 20, true, true), (1, 12, false, true), (0, 12, true, true)]
+    {
         zero(&lm);
         let opts = LogProbOpts::new(temperature).chunked(chunk);
-        let _ = learn_rows(&lm, &tr.rows, &tr.action_at, &opts, micro_tokens, checkpoint, &mut |cells, lp| (lp * weight.index_select(0, cells)).sum(Kind::Float));
+        let rows = if shared { tr.packed() } else { rlp_model::Rows::new(&tr.rows) };
+        let _ = learn_rows(&lm, &rows, &tr.action_at, &opts, micro_tokens, checkpoint, &mut |cells, lp| (lp * weight.index_select(0, cells)).sum(Kind::Float));
         let diff = grads(&lm).iter().zip(&reference).map(|(a, b)| (a - b).abs().max().double_value(&[])).fold(0.0, f64::max);
-        assert!(diff < 1e-5 * norm.max(1.0), "chunk {chunk}, micro-batch {micro_tokens} tokens, checkpointing {checkpoint}: gradients differ by {diff} (scale {norm})");
+        assert!(diff < 1e-5 * norm.max(1.0), "chunk {chunk}, micro-batch {micro_tokens} tokens, checkpointing {checkpoint}, shared contexts {shared}: gradients differ by {diff} (scale {norm})");
     }
 }
 

@@ -17,8 +17,11 @@ pub fn shape_args(shape: &str) -> &'static [&'static str] {
     match shape {
         // ~60M parameters: big enough that matrix work dominates, small enough for 2 CPU cores.
         "qwen3-small" => &["--hidden", "512", "--layers", "8", "--heads", "8", "--kv-heads", "4", "--intermediate", "1536", "--vocab", "32000"],
+        // The issue-10 tiny shape: the body is cheap, so per-step overheads (host syncs, small
+        // kernels, Python/Rust glue) show.
+        "qwen3-tiny" => &["--hidden", "128", "--layers", "4", "--heads", "4", "--kv-heads", "2", "--intermediate", "384"],
         "qwen3-1.7b" => &["--hidden", "2048", "--layers", "28", "--heads", "16", "--kv-heads", "8", "--intermediate", "6144", "--vocab", "151936", "--dtype", "bfloat16"],
-        other => panic!("unknown shape {other} (qwen3-small, qwen3-1.7b)"),
+        other => panic!("unknown shape {other} (qwen3-tiny, qwen3-small, qwen3-1.7b)"),
     }
 }
 

@@ -20,10 +20,10 @@ pub mod rope;
 pub mod tokenizer;
 pub mod weights;
 
-pub use batch::{learn_rows, row_chunks, score_rows, token_logprobs, PaddedBatch, Padding, Positions, TokenScores};
+pub use batch::{learn_rows, row_chunks, score_rows, token_logprobs, PaddedBatch, Padding, Positions, Rows, TokenScores};
 pub use logprob::{entropy, LogProbOpts};
 pub use cache::KvCache;
 pub use config::ModelConfig;
-pub use lm::{CausalLm, ModelShape, TrainPass};
+pub use lm::{CausalLm, Hidden, ModelShape, PassInput, Prefix, TrainPass};
 pub use tokenizer::Tokenizer;
 pub use weights::{parse_device, parse_kind};

@@ -23,21 +23,91 @@ enum Net {
     Gpt2(Gpt2),
 }
 
+/// The tokens of one teacher-forced pass: rows, each optionally continuing a shared prefix.
+///
+/// A context scored with G thoughts after it is G rows that begin with the same tokens. With a
+/// [`Prefix`], the context runs through each block once and every row's own tokens attend to its
+/// prefix's keys and values and then to themselves (causally), so the context's body compute is
+/// paid once per group instead of G times, in the forward and in the backward. The result is
+/// that of the full rows (up to float summation order).
+pub struct PassInput {
+    /// `[B, T]` int64 tokens of each row (after its prefix, when there is one).
+    pub ids: Tensor,
+    /// `[B, T]` int64 position ids (offset by the prefix's length).
+    pub positions: Tensor,
+    /// `[B, P + T]` key mask over the prefix slots and the row's own (nonzero = attend), or
+    /// `None` when nothing before a real token is padding.
+    pub key_valid: Option<Tensor>,
+    pub prefix: Option<Prefix>,
+}
+
+/// Right-padded shared prefixes and the row → prefix map.
+pub struct Prefix {
+    /// `[P, Lp]` int64.
+    pub ids: Tensor,
+    /// `[P, Lp]` int64.
+    pub positions: Tensor,
+    /// `[B]` int64: the prefix that row `b` continues.
+    pub of_row: Tensor,
+}
+
+impl PassInput {
+    /// Rows without a prefix.
+    pub fn rows(ids: &Tensor, positions: &Tensor, key_valid: Option<&Tensor>) -> PassInput {
+        PassInput { ids: ids.shallow_clone(), positions: positions.shallow_clone(), key_valid: key_valid.map(Tensor::shallow_clone), prefix: None }
+    }
+}
+
+/// What one block of a [`PassInput`] needs, built once per pass: rotary tables and masks for
+/// the prefix stage (causal: prefixes are right-padded, so real tokens never see padding) and
+/// for the rows.
+struct PassPlan {
+    tables: Option<(Tensor, Tensor)>,
+    mask: AttnMask,
+    prefix: Option<PrefixPlan>,
+}
+
+struct PrefixPlan {
+    tables: Option<(Tensor, Tensor)>,
+    mask: AttnMask,
+    width: i64,
+    of_row: Tensor,
+}
+
+/// Hidden states of a pass: the rows' and (with a prefix) the prefixes'.
+pub struct Hidden {
+    /// `[B, T, hidden]`.
+    pub rows: Tensor,
+    /// `[P, Lp, hidden]`.
+    pub prefix: Option<Tensor>,
+}
+
 /// What [`CausalLm::forward_train`] keeps for the backward pass.
 pub struct TrainPass {
-    /// `[B, T, hidden]` final hidden states, attached to the graph.
-    pub hidden: Tensor,
+    /// Final hidden states, attached to the graph.
+    pub hidden: Hidden,
     saved: Option<Saved>,
 }
 
-/// Activation checkpoints: each block's input, detached, and what recomputing a block needs.
+/// Activation checkpoints: each block's inputs `(rows, prefix)`, detached, and what recomputing
+/// a block needs.
 struct Saved {
     ids: Tensor,
     positions: Tensor,
-    mask: AttnMask,
-    inputs: Vec<Tensor>,
-    /// The last block's input as a leaf: its `.grad` starts the recomputed backward.
-    last: Tensor,
+    prefix_tokens: Option<(Tensor, Tensor)>,
+    plan: PassPlan,
+    inputs: Vec<(Tensor, Option<Tensor>)>,
+    /// The last block's inputs as leaves: their `.grad` starts the recomputed backward.
+    last: (Tensor, Option<Tensor>),
+}
+
+/// `Σ x·g (+ Σ xp·gp)`: a scalar whose gradient with respect to `x` (and `xp`) is `g` (and `gp`).
+fn dot(x: &Tensor, g: &Tensor, xp: Option<&Tensor>, gp: Option<&Tensor>) -> Tensor {
+    let s = (x * g.detach()).sum(Kind::Float);
+    match (xp, gp) {
+        (Some(xp), Some(gp)) => s + (xp * gp.detach()).sum(Kind::Float),
+        _ => s,
+    }
 }
 
 /// A causal language model loaded from a Hugging Face directory, in one compute dtype on one device.
@@ -224,52 +294,97 @@ impl CausalLm {
         self.final_norm(&x)
     }
 
-    /// A forward pass kept for one [`CausalLm::backward`] (no cache). With `checkpoint`
-    /// (activation checkpointing) the blocks run without a graph and only each block's input is
-    /// kept, `[B, T, hidden]` per layer instead of every intermediate; backward recomputes one
-    /// block at a time. The result is the same either way.
-    pub fn forward_train(&self, ids: &Tensor, positions: &Tensor, key_valid: Option<&Tensor>, checkpoint: bool) -> TrainPass {
+    /// A teacher-forced pass over `input` with the graph kept for one [`CausalLm::backward`].
+    /// With `checkpoint` (activation checkpointing) the blocks run without a graph and only each
+    /// block's input is kept, `[B, T, hidden]` per layer instead of every intermediate; backward
+    /// recomputes one block at a time. The result is the same either way.
+    pub fn forward_train(&self, input: &PassInput, checkpoint: bool) -> TrainPass {
+        let plan = self.plan(input);
         let layers = self.num_layers();
+        let x = self.embed(&input.ids, &input.positions);
+        let xp = input.prefix.as_ref().map(|p| self.embed(&p.ids, &p.positions));
         if !checkpoint || layers == 0 {
-            return TrainPass { hidden: self.forward(ids, positions, key_valid, None), saved: None };
+            let (x, xp) = (0..layers).fold((x, xp), |(x, xp), l| self.block_pass(l, &x, xp.as_ref(), &plan));
+            return TrainPass { hidden: self.final_hidden(&x, xp.as_ref()), saved: None };
         }
-        let mask = AttnMask::new(key_valid, 0, ids.size()[1], self.device);
-        let tables = self.tables(positions);
         let mut inputs = Vec::with_capacity(layers);
         {
             let _g = tch::no_grad_guard();
-            let mut x = self.embed(ids, positions);
+            let (mut x, mut xp) = (x.detach(), xp.map(|t| t.detach()));
             for l in 0..layers - 1 {
-                let next = self.block(l, &x, &tables, &mask, None);
-                inputs.push(x);
-                x = next;
+                let next = self.block_pass(l, &x, xp.as_ref(), &plan);
+                inputs.push((x, xp));
+                (x, xp) = next;
             }
-            inputs.push(x);
+            inputs.push((x, xp));
         }
-        // The last block and the final norm run with a graph, from a leaf the backward reads.
-        let last = inputs[layers - 1].detach().set_requires_grad(true);
-        let hidden = self.final_norm(&self.block(layers - 1, &last, &tables, &mask, None));
-        TrainPass { hidden, saved: Some(Saved { ids: ids.shallow_clone(), positions: positions.shallow_clone(), mask, inputs, last }) }
+        // The last block and the final norm run with a graph, from leaves the backward reads.
+        let leaf = |t: &Tensor| t.detach().set_requires_grad(true);
+        let (x, xp) = &inputs[layers - 1];
+        let last = (leaf(x), xp.as_ref().map(leaf));
+        let (x, xp) = self.block_pass(layers - 1, &last.0, last.1.as_ref(), &plan);
+        let hidden = self.final_hidden(&x, xp.as_ref());
+        let prefix_tokens = input.prefix.as_ref().map(|p| (p.ids.shallow_clone(), p.positions.shallow_clone()));
+        TrainPass { hidden, saved: Some(Saved { ids: input.ids.shallow_clone(), positions: input.positions.shallow_clone(), prefix_tokens, plan, inputs, last }) }
     }
 
-    /// Back-propagates `d_hidden` (the loss's gradient with respect to `pass.hidden`) into the
-    /// parameters' `.grad`, recomputing checkpointed blocks one at a time.
-    pub fn backward(&self, pass: TrainPass, d_hidden: &Tensor) {
+    /// A no-grad teacher-forced pass over `input` (scoring).
+    pub fn forward_pass(&self, input: &PassInput) -> Hidden {
+        let _g = tch::no_grad_guard();
+        self.forward_train(input, false).hidden
+    }
+
+    /// Back-propagates the loss's gradients with respect to `pass.hidden` (`d_rows`, and
+    /// `d_prefix` for the prefixes' hidden states when the pass had them) into the parameters'
+    /// `.grad`, recomputing checkpointed blocks one at a time.
+    pub fn backward(&self, pass: TrainPass, d_rows: &Tensor, d_prefix: Option<&Tensor>) {
         // Σ hidden · d_hidden has d_hidden as its gradient: backward with a given output gradient.
-        (&pass.hidden * d_hidden.detach()).sum(Kind::Float).backward();
+        dot(&pass.hidden.rows, d_rows, pass.hidden.prefix.as_ref(), d_prefix).backward();
         let Some(saved) = pass.saved else { return };
-        let tables = self.tables(&saved.positions);
-        let mut grad = saved.last.grad();
+        let grad = |t: &Option<Tensor>| t.as_ref().map(Tensor::grad);
+        let (mut g, mut gp) = (saved.last.0.grad(), grad(&saved.last.1));
         for l in (0..saved.inputs.len() - 1).rev() {
-            let input = saved.inputs[l].detach().set_requires_grad(true);
-            let out = self.block(l, &input, &tables, &saved.mask, None);
-            (out * grad.detach()).sum(Kind::Float).backward();
-            grad = input.grad();
+            let leaf = |t: &Tensor| t.detach().set_requires_grad(true);
+            let (x, xp) = &saved.inputs[l];
+            let (x, xp) = (leaf(x), xp.as_ref().map(leaf));
+            let (out, out_p) = self.block_pass(l, &x, xp.as_ref(), &saved.plan);
+            dot(&out, &g, out_p.as_ref(), gp.as_ref()).backward();
+            (g, gp) = (x.grad(), grad(&xp));
         }
         let x0 = self.embed(&saved.ids, &saved.positions);
+        let xp0 = saved.prefix_tokens.as_ref().map(|(ids, pos)| self.embed(ids, pos));
         if x0.requires_grad() {
-            (x0 * grad).sum(Kind::Float).backward();
+            dot(&x0, &g, xp0.as_ref(), gp.as_ref()).backward();
         }
+    }
+
+    fn plan(&self, input: &PassInput) -> PassPlan {
+        let t = input.ids.size()[1];
+        let prefix = input.prefix.as_ref().map(|p| {
+            let width = p.ids.size()[1];
+            PrefixPlan { tables: self.tables(&p.positions), mask: AttnMask::new(None, 0, width, self.device), width, of_row: p.of_row.shallow_clone() }
+        });
+        let past = prefix.as_ref().map_or(0, |p| p.width);
+        PassPlan { tables: self.tables(&input.positions), mask: AttnMask::new(input.key_valid.as_ref(), past, t, self.device), prefix }
+    }
+
+    /// Block `l` over the prefixes (when there are any) and then the rows, which attend to
+    /// their prefix's keys and values through a one-layer cache.
+    fn block_pass(&self, l: usize, x: &Tensor, xp: Option<&Tensor>, plan: &PassPlan) -> (Tensor, Option<Tensor>) {
+        match (xp, &plan.prefix) {
+            (Some(xp), Some(p)) => {
+                let mut cache = self.new_cache(p.width + x.size()[1]);
+                let out_p = self.block(l, xp, &p.tables, &p.mask, Some(&mut cache));
+                cache.advance(p.width);
+                cache.select_rows(&p.of_row);
+                (self.block(l, x, &plan.tables, &plan.mask, Some(&mut cache)), Some(out_p))
+            }
+            _ => (self.block(l, x, &plan.tables, &plan.mask, None), None),
+        }
+    }
+
+    fn final_hidden(&self, x: &Tensor, xp: Option<&Tensor>) -> Hidden {
+        Hidden { rows: self.final_norm(x), prefix: xp.map(|t| self.final_norm(t)) }
     }
 
     fn tables(&self, positions: &Tensor) -> Option<(Tensor, Tensor)> {

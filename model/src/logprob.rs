@@ -164,12 +164,3 @@ fn entropy_with_lse(logits: &Tensor, lse: &Tensor) -> Tensor {
     let finite = logits.clamp_min(f64::from(f32::MIN));
     lse - (p * finite).sum_dim_intlist(-1, false, Kind::Float)
 }
-
-/// `hidden` `[B, T, H]` at (row, slot) pairs → `[M, H]` (one `index_select` on the flattened
-/// batch, no `[B, K, H]` expansion).
-pub fn gather_positions(hidden: &Tensor, rows: &[i64], slots: &[i64]) -> Tensor {
-    let (t, h) = (hidden.size()[1], hidden.size()[2]);
-    let flat: Vec<i64> = rows.iter().zip(slots).map(|(&r, &s)| r * t + s).collect();
-    let index = Tensor::from_slice(&flat).to_device(hidden.device());
-    hidden.reshape([-1, h]).index_select(0, &index)
-}

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use rlp_model::{score_rows, CausalLm, Positions};
+use rlp_model::{score_rows, CausalLm, Positions, Rows};
 use rlp_rollout::{sample_thoughts, Delimiters, SamplingParams};
 use tch::{Kind, Tensor};
 
@@ -13,7 +13,7 @@ use crate::score::{no_think_rows, thought_rows};
 
 /// Σ log-prob and Σ hits of the `at` tokens of `rows`.
 fn score(lm: &CausalLm, rows: &[Vec<i64>], at: &[Vec<usize>], mem: &MemorySection) -> (f64, f64) {
-    let s = score_rows(lm, rows, &[Positions { at, opts: mem.opts(1.0).with_argmax() }], mem.micro_batch_tokens).remove(0);
+    let s = score_rows(lm, &Rows::new(rows), &[Positions { at, opts: mem.opts(1.0).with_argmax() }], mem.micro_batch_tokens).remove(0);
     let both = Tensor::stack(&[s.logp.sum(Kind::Double), s.hit.sum(Kind::Double)], 0);
     (both.double_value(&[0]), both.double_value(&[1]))
 }

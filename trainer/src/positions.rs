@@ -10,7 +10,7 @@
 use anyhow::{bail, Result};
 use rand::seq::index::sample;
 use rlp_data::{doc_rng, Cursor, Dataset, DocStream};
-use rlp_model::{score_rows, CausalLm, LogProbOpts, Positions};
+use rlp_model::{score_rows, CausalLm, LogProbOpts, Positions, Rows};
 
 use crate::config::{PositionStrategy, PositionsSection};
 
@@ -155,7 +155,7 @@ impl ContextSource {
         let rows = vec![tokens[..n].iter().map(|&x| x as i64).collect::<Vec<i64>>()];
         let at = vec![(1..n).collect::<Vec<usize>>()];
         let opts = LogProbOpts { entropy_top_k: top_k, ..self.logit_opts.with_entropy() };
-        let s = score_rows(scorer, &rows, &[Positions { at: &at, opts }], usize::MAX).remove(0);
+        let s = score_rows(scorer, &Rows::new(&rows), &[Positions { at: &at, opts }], usize::MAX).remove(0);
         let h: Vec<f32> = Vec::try_from(s.entropy.flatten(0, -1).to_device(tch::Device::Cpu))?;
         // entropy[t] is about the prediction of token t; token 0 has none.
         Ok(std::iter::once(f32::NEG_INFINITY).chain(h.into_iter().take(n.saturating_sub(1))).collect())

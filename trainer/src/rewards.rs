@@ -1,7 +1,7 @@
 //! RPT's answer rewards (arXiv 2506.08007 §3.3, App. A): the answer after the thought is compared
 //! with the bytes of the true continuation, so no re-tokenisation of the prediction is needed.
 use anyhow::Result;
-use rlp_model::{score_rows, CausalLm, Positions, Tokenizer};
+use rlp_model::{score_rows, CausalLm, Positions, Rows, Tokenizer};
 use rlp_reward::{extract_answer, prefix_match_reward, RewardKind};
 use rlp_rollout::Thought;
 use tch::{Kind, Tensor};
@@ -50,7 +50,7 @@ pub fn answer_rewards(lm: &CausalLm, tok: &Tokenizer, cfg: &TrainConfig, context
                 (row, at)
             })
             .unzip();
-        let s = score_rows(lm, &rows, &[Positions { at: &at, opts: cfg.memory.opts(1.0) }], cfg.memory.micro_batch_tokens).remove(0);
+        let s = score_rows(lm, &Rows::new(&rows), &[Positions { at: &at, opts: cfg.memory.opts(1.0) }], cfg.memory.micro_batch_tokens).remove(0);
         let p = (s.logp.exp() * &s.mask).sum_dim_intlist(-1, false, Kind::Float).to_device(tch::Device::Cpu);
         let p = p.view([contexts.len() as i64, g as i64]);
         reward = reward.shallow_clone().where_self(&reward.eq(1.0), &p);

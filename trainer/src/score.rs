@@ -1,7 +1,7 @@
 //! Teacher-forced scoring of the step's rows, on top of the one chunked scorer in
 //! `rlp_model::{score_rows, learn_rows}`: logits only at the positions asked for, in chunks, and
 //! rows in forward passes of at most `memory.micro_batch_tokens` padded tokens.
-use rlp_model::{score_rows, CausalLm, LogProbOpts, Positions};
+use rlp_model::{score_rows, CausalLm, LogProbOpts, Positions, Rows};
 use rlp_rollout::Thought;
 use tch::{Device, Kind, Tensor};
 
@@ -18,6 +18,10 @@ impl MemorySection {
 /// Rows `context ⊕ thought ⊕ targets` for every (context, thought), row index `b·G + g`.
 pub struct ThoughtRows {
     pub rows: Vec<Vec<i64>>,
+    /// Thoughts per context (G).
+    pub group: usize,
+    /// Each context's length: the prefix its G rows share.
+    pub shared: Vec<usize>,
     /// Indices of each row's sampled thought tokens (the policy's actions).
     pub action_at: Vec<Vec<usize>>,
     /// Indices of each row's true next tokens.
@@ -48,7 +52,16 @@ pub fn thought_rows(contexts: &[Context], thoughts: &[Vec<Thought>]) -> ThoughtR
     let k = old.iter().map(Vec::len).max().unwrap_or(0).max(1);
     let flat: Vec<f32> = old.iter().flat_map(|v| v.iter().copied().chain(std::iter::repeat_n(0.0, k - v.len()))).collect();
     let old_logp = Tensor::from_slice(&flat).view([old.len() as i64, k as i64]);
-    ThoughtRows { rows, action_at, target_at, old_logp }
+    let group = thoughts.first().map_or(1, Vec::len);
+    debug_assert!(thoughts.iter().all(|g| g.len() == group), "every context has G thoughts");
+    ThoughtRows { rows, group, shared: contexts.iter().map(|c| c.ids.len()).collect(), action_at, target_at, old_logp }
+}
+
+impl ThoughtRows {
+    /// The rows for the scorer: each context runs once per forward pass, its G thoughts after it.
+    pub fn packed(&self) -> Rows<'_> {
+        Rows::grouped(&self.rows, self.group, &self.shared)
+    }
 }
 
 /// What the no-grad scoring pass over [`ThoughtRows`] gives the step.
@@ -72,7 +85,7 @@ pub fn score_thoughts(lm: &CausalLm, tr: &ThoughtRows, temperature: f64, mem: &M
         Positions { at: &tr.target_at, opts: mem.opts(1.0).with_argmax() },
         Positions { at: &tr.action_at, opts: mem.opts(temperature).with_entropy() },
     ];
-    let mut scores = score_rows(lm, &tr.rows, &requests, mem.micro_batch_tokens).into_iter();
+    let mut scores = score_rows(lm, &tr.packed(), &requests, mem.micro_batch_tokens).into_iter();
     let (targets, actions) = (scores.next(), scores.next());
     let (Some(targets), Some(actions)) = (targets, actions) else { unreachable!("score_rows answers each request") };
     ThoughtScores {
@@ -85,14 +98,14 @@ pub fn score_thoughts(lm: &CausalLm, tr: &ThoughtRows, temperature: f64, mem: &M
 
 /// `[N, K]` log-probs of the actions under `lm` (the frozen KL reference), no gradient.
 pub fn action_logprobs(lm: &CausalLm, tr: &ThoughtRows, temperature: f64, mem: &MemorySection) -> Tensor {
-    score_rows(lm, &tr.rows, &[Positions { at: &tr.action_at, opts: mem.opts(temperature) }], mem.micro_batch_tokens).remove(0).logp
+    score_rows(lm, &tr.packed(), &[Positions { at: &tr.action_at, opts: mem.opts(temperature) }], mem.micro_batch_tokens).remove(0).logp
 }
 
 /// `[B]` Σ_s log p(x_{t+s} | x_<t, x_t..x_{t+s−1}) with no thought (S_ema under the EMA teacher,
 /// or the current model's own no-think score), no gradient.
 pub fn no_think_scores(lm: &CausalLm, contexts: &[Context], mem: &MemorySection) -> Tensor {
     let (rows, at) = no_think_rows(contexts);
-    score_rows(lm, &rows, &[Positions { at: &at, opts: mem.opts(1.0) }], mem.micro_batch_tokens).remove(0).logp.sum_dim_intlist(-1, false, Kind::Float)
+    score_rows(lm, &Rows::new(&rows), &[Positions { at: &at, opts: mem.opts(1.0) }], mem.micro_batch_tokens).remove(0).logp.sum_dim_intlist(-1, false, Kind::Float)
 }
 
 /// Rows `context ⊕ targets` and the indices of the targets.

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use rlp_dist::ReduceOp;
-use rlp_model::learn_rows;
+use rlp_model::{learn_rows, Rows};
 use rlp_reward::{advantages, aggregate_sum, aggregate_units, aggregate_weights, entropy_keep, entropy_top_mask, gain_reward, info_gain, kl_k3, policy_loss, policy_token_loss, Baseline, RewardKind};
 use rlp_rollout::{derive_seed, generate, sample_thoughts, SamplingParams, Thought};
 use tch::{Kind, Tensor};
@@ -145,7 +145,7 @@ impl Trainer {
         let mut clip_sum = 0.0;
         for pass in 0..cfg.loss.updates_per_batch {
             zero_grad(self.policy.weights());
-            let logp = learn_rows(&self.policy, &rows.rows, &rows.action_at, &opts, mem.micro_batch_tokens, mem.activation_checkpointing, &mut |cells, lp| {
+            let logp = learn_rows(&self.policy, &rows.packed(), &rows.action_at, &opts, mem.micro_batch_tokens, mem.activation_checkpointing, &mut |cells, lp| {
                 let w = weight.index_select(0, cells);
                 let (per_token, _) = policy_token_loss(lp, &old_cells.index_select(0, cells), &adv_cells.index_select(0, cells), &cfg.loss);
                 let mut loss = (per_token * &w).sum(Kind::Float) * cfg.loss.policy_coef;
@@ -164,7 +164,7 @@ impl Trainer {
             }
             if cfg.loss.nll_coef > 0.0 {
                 let scale = cfg.loss.nll_coef / ntp_units;
-                let lp = learn_rows(&self.policy, &ctx_rows, &ntp_at, &mem.opts(1.0), mem.micro_batch_tokens, mem.activation_checkpointing, &mut |_, lp| lp.sum(Kind::Float) * -scale);
+                let lp = learn_rows(&self.policy, &Rows::new(&ctx_rows), &ntp_at, &mem.opts(1.0), mem.micro_batch_tokens, mem.activation_checkpointing, &mut |_, lp| lp.sum(Kind::Float) * -scale);
                 terms.push(("loss/ntp", -lp.sum(Kind::Float) / ntp_units, cfg.loss.nll_coef));
             }
             // One host read for the step's loss values.
@@ -266,7 +266,7 @@ impl Trainer {
         let at = next_token_positions(&rows);
         let tokens: usize = at.iter().map(Vec::len).sum();
         let global_tokens = self.dist.reduce_f64(&[tokens as f64], ReduceOp::Sum, "the step's token count")?[0].max(1.0);
-        let logp = learn_rows(&self.policy, &rows, &at, &mem.opts(1.0), mem.micro_batch_tokens, mem.activation_checkpointing, &mut |_, lp| lp.sum(Kind::Float) / -global_tokens);
+        let logp = learn_rows(&self.policy, &Rows::new(&rows), &at, &mem.opts(1.0), mem.micro_batch_tokens, mem.activation_checkpointing, &mut |_, lp| lp.sum(Kind::Float) / -global_tokens);
         let total = -logp.sum(Kind::Double).double_value(&[]) / global_tokens;
         if !total.is_finite() {
             bail!("next-token loss is {total} at step {} (rank {}); stopping before the update", self.step, self.rank);
